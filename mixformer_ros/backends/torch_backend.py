@@ -1,0 +1,59 @@
+"""PyTorch backend: templates encoded once per update, only search tokens run per frame."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..model import MixFormerV2
+from ..tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available in this PyTorch build/machine")
+    return dev
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: MixFormerV2, device: str = "cpu", precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+        self._device = resolve_device(device)
+        self.device = str(self._device)
+        self.precision = precision
+        self.model = model.to(self._device).eval()
+        self._mean = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1).to(self._device)
+        self._std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1).to(self._device)
+        self._template_kv: torch.Tensor | None = None
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _to_input(self, *crops: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W, 3) crops -> normalised (N, 3, H, W) float32 on the device (uint8 crosses the bus)."""
+        batch = torch.from_numpy(np.stack(crops))  # (N, H, W, 3) uint8
+        if self._device.type == "cuda":
+            batch = batch.pin_memory().to(self._device, non_blocking=True)
+        x = batch.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+        return (x / 255.0 - self._mean) / self._std
+
+    @torch.inference_mode()
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
+        t, ot = self._to_input(template, online_template)
+        with self._autocast():
+            self._template_kv = self.model.encode_templates(t[None], ot[None])
+
+    @torch.inference_mode()
+    def predict(self, search: np.ndarray) -> tuple[np.ndarray, float]:
+        if self._template_kv is None:
+            raise RuntimeError("predict() before set_templates()")
+        with self._autocast():
+            out = self.model.forward_search(self._to_input(search), self._template_kv)
+        box = out["pred_boxes"].reshape(4).float().cpu().numpy()
+        return box, float(out["pred_scores"].float().item())

@@ -1,0 +1,142 @@
+"""Checkpoint I/O: the official file ({'net': state_dict, ...}), a bare state_dict, and our own
+format ({'net': state_dict, 'config': {...}, 'format': ...}). Loading is always
+``torch.load(weights_only=True)``; every failure names the file and the offending keys."""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .config import MixFormerV2Config
+from .network import MixFormerV2, build_mixformerv2
+
+CHECKPOINT_FORMAT = "mixformer_ros/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not fit the network."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], MixFormerV2Config | None, dict]:
+    """Returns (state_dict, recorded config or None, the whole loaded object's other keys)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused by torch.load(weights_only=True); the file holds Python objects other than "
+            f"tensors and plain containers. If you trust it, re-save only its 'net' state_dict. Detail: {exc}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {exc}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
+    if "net" in obj:
+        state_dict, extra = obj["net"], {k: v for k, v in obj.items() if k != "net"}
+    else:
+        state_dict, extra = obj, {}
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path}: 'net' is not a state_dict of tensors")
+    state_dict = strip_prefix(state_dict, "module.")
+    config = MixFormerV2Config.from_dict(extra["config"]) if isinstance(extra.get("config"), dict) else None
+    return state_dict, config, extra
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Drop a DistributedDataParallel-style prefix when every key carries it."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor], num_heads: int | None = None) -> MixFormerV2Config:
+    """Infer depth, width, MLP size, input sizes and bin count from tensor shapes.
+
+    The head count is not visible in the shapes; it defaults to embed_dim // 64 (12 for the
+    released 768-wide models).
+    """
+    try:
+        patch = state_dict["backbone.patch_embed.proj.weight"]  # (C, 3, p, p)
+        embed_dim, patch_size = patch.shape[0], patch.shape[-1]
+        depth = 1 + max(int(k.split(".")[2]) for k in state_dict if k.startswith("backbone.blocks."))
+        mlp_hidden = state_dict["backbone.blocks.0.mlp.fc1.weight"].shape[0]
+        template_grid = math.isqrt(state_dict["backbone.pos_embed_t"].shape[1])
+        search_grid = math.isqrt(state_dict["backbone.pos_embed_s"].shape[1])
+        num_bins = state_dict["box_head.layers.1.0.weight"].shape[0]
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"cannot infer the network shape from the state_dict: missing {exc}") from exc
+    return MixFormerV2Config(
+        depth=depth,
+        embed_dim=embed_dim,
+        num_heads=num_heads or max(1, embed_dim // 64),
+        mlp_ratio=mlp_hidden / embed_dim,
+        template_size=template_grid * patch_size,
+        search_size=search_grid * patch_size,
+        patch_size=patch_size,
+        num_bins=num_bins,
+    )
+
+
+def load_weights(model: MixFormerV2, state_dict: dict[str, torch.Tensor], source: str = "state_dict") -> None:
+    """Strict load that reports every missing, unexpected and mis-shaped key by name."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        if mismatched:
+            parts.append(f"wrong shapes {mismatched}")
+        raise CheckpointError(f"{source} does not fit the network: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(
+    checkpoint: str | os.PathLike | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    config: str | MixFormerV2Config | None = None,
+) -> MixFormerV2:
+    """Build a network and load weights into it.
+
+    The config is taken, in order, from the argument, from the checkpoint's own record, or
+    inferred from the tensor shapes.
+    """
+    if (checkpoint is None) == (state_dict is None):
+        raise ValueError("give exactly one of checkpoint= or state_dict=")
+    source = "state_dict"
+    recorded = None
+    if checkpoint is not None:
+        state_dict, recorded, _ = read_checkpoint(checkpoint)
+        source = str(checkpoint)
+    cfg = config if config is not None else (recorded or config_from_state_dict(state_dict))
+    model = build_mixformerv2(cfg)
+    load_weights(model, state_dict, source)
+    return model
+
+
+def save_checkpoint(path: str | os.PathLike, model: MixFormerV2, **extra) -> None:
+    """Official layout ('net') plus our config record, so the file alone rebuilds the network.
+
+    ``extra`` values must be plain data (numbers, strings, lists, dicts, tensors) so the file
+    stays loadable with weights_only=True.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"net": model.state_dict(), "config": model.config.to_dict(), "format": CHECKPOINT_FORMAT, **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind

@@ -1,0 +1,54 @@
+"""One call from a checkpoint (or a variant) to a ready tracker."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from ..backends import create_backend
+from ..model import MixFormerV2Config, build_mixformerv2, load_model, variant_config
+from .presets import preset_settings
+from .tracker import MixFormerTracker
+
+log = logging.getLogger(__name__)
+
+
+def build_tracker(
+    variant: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    state_dict: dict | None = None,
+    backend: str = "torch",
+    device: str = "cpu",
+    preset: str = "lasot",
+    precision: str = "fp32",
+    num_threads: int | None = None,
+    backend_options: dict | None = None,
+    **settings_overrides,
+) -> MixFormerTracker:
+    """Build network, backend and tracker.
+
+    ``variant`` ("S"/"B") fixes the network shape; with a checkpoint it may be omitted (the shape
+    comes from the file's config record or its tensor shapes). Without weights the network is
+    randomly initialised, which is only useful for plumbing tests, and a warning says so.
+    ``settings_overrides`` (search_factor, update_interval, template_factor, max_score_decay)
+    override the preset.
+    """
+    if num_threads is not None:
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        torch.set_num_threads(num_threads)
+    config: MixFormerV2Config | None = variant_config(variant) if variant else None
+    if checkpoint is not None or state_dict is not None:
+        model = load_model(checkpoint=checkpoint, state_dict=state_dict, config=config)
+    else:
+        if config is None:
+            raise ValueError("give a variant ('S' or 'B'), a checkpoint or a state_dict")
+        log.warning("NO CHECKPOINT GIVEN: MixFormerV2-%s runs with UNTRAINED random weights; its boxes are meaningless", variant)
+        model = build_mixformerv2(config)
+    settings = preset_settings(preset, model.config).replace(**settings_overrides)
+    options = dict(backend_options or {})
+    if backend == "onnxruntime" and num_threads is not None:
+        options.setdefault("num_threads", num_threads)
+    runner = create_backend(backend, model, device=device, precision=precision, **options)
+    return MixFormerTracker(runner, model.config.template_size, model.config.search_size, settings)

@@ -1,0 +1,66 @@
+"""Official test-time settings, per benchmark and variant (experiments/*.yaml and the test scripts
+of the official repository; search factor 4.4 for S on LaSOT as in the parity fixture)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..model import VARIANTS, MixFormerV2Config
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    search_factor: float
+    update_interval: int
+    template_factor: float = 2.0
+    max_score_decay: float = 1.0
+    # Only one online template is supported: the official code crashes with more (the network's
+    # joint forward cannot take a batch of online templates), so we refuse it up front.
+    online_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.online_size != 1:
+            raise ValueError(
+                f"online_size={self.online_size} is not supported: MixFormerV2 takes exactly one online "
+                "template (the official tracker crashes with more)"
+            )
+        if not self.search_factor > 0 or not self.template_factor > 0:
+            raise ValueError("search_factor and template_factor must be > 0")
+        if self.update_interval < 1:
+            raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
+        if not 0 < self.max_score_decay <= 1:
+            raise ValueError(f"max_score_decay must be in (0, 1], got {self.max_score_decay}")
+
+    def replace(self, **overrides) -> "TrackerSettings":
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown tracker settings {unknown}")
+        return dataclasses.replace(self, **overrides)
+
+
+# preset -> variant -> (search_factor, update_interval)
+_PRESETS: dict[str, dict[str, tuple[float, int]]] = {
+    "lasot": {"S": (4.4, 200), "B": (5.0, 200)},
+    "got10k": {"S": (4.5, 15), "B": (4.5, 10)},
+    "trackingnet": {"S": (4.5, 25), "B": (4.5, 25)},
+    "vot": {"S": (4.5, 10), "B": (4.5, 10)},
+    "demo": {"S": (4.5, 25), "B": (4.5, 25)},  # the official video demo's settings
+}
+PRESET_NAMES = tuple(_PRESETS)
+
+
+def variant_of(config: MixFormerV2Config) -> str:
+    """"S" or "B" for the released shapes; other networks use the column whose search size is closer."""
+    for name, cfg in VARIANTS.items():
+        if cfg == config:
+            return name
+    return "S" if config.search_size <= VARIANTS["S"].search_size else "B"
+
+
+def preset_settings(preset: str, config: MixFormerV2Config) -> TrackerSettings:
+    try:
+        column = _PRESETS[preset.lower()]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {list(PRESET_NAMES)}") from None
+    search_factor, update_interval = column[variant_of(config)]
+    return TrackerSettings(search_factor=search_factor, update_interval=update_interval)
