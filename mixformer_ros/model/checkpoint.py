@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
             f"{path}: refused by torch.load(weights_only=True); the file holds Python objects other than "
             f"tensors and plain containers. If you trust it, re-save only its 'net' state_dict. Detail: {exc}"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # garbage bytes surface as almost any exception type inside the unpickler
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {exc}") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")

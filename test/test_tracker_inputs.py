@@ -1,0 +1,77 @@
+"""The tracker refuses bad images and boxes with clear errors and keeps its state."""
+import numpy as np
+import pytest
+
+from parity import FIXTURE_SEARCH_FACTOR, fixture_state_dict, video_rgb
+from mixformer_ros.tracking import TrackerSettings, build_tracker, clip_box, preset_settings, sample_target
+from mixformer_ros.model import variant_config
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    return build_tracker(variant="S", state_dict=fixture_state_dict("S"), preset="lasot")
+
+
+def test_bad_boxes_leave_the_track_untouched(tracker):
+    frames, box = video_rgb()
+    tracker.initialize(frames[0], box)
+    state = list(tracker.state)
+    for bad in ([0, 0, 0, 10], [10, 10, -5, 5], [np.nan, 0, 10, 10], [1e9, 1e9, 10, 10], [-50, -50, 20, 20], [1, 2, 3]):
+        with pytest.raises(ValueError):
+            tracker.initialize(frames[1], bad)
+        assert tracker.state == state and tracker.frame_index == 0
+
+
+def test_bad_images_are_refused(tracker):
+    frames, box = video_rgb()
+    tracker.initialize(frames[0], box)
+    for bad in (frames[1][..., 0], frames[1].astype(np.float32), np.zeros((0, 0, 3), np.uint8), frames[1][..., :2]):
+        with pytest.raises(ValueError, match="image"):
+            tracker.track(bad)
+    assert tracker.frame_index == 0
+    assert tracker.track(frames[1]).frame_index == 1
+
+
+def test_track_before_initialize_is_an_error():
+    trk = build_tracker(variant="S", state_dict=fixture_state_dict("S"))
+    with pytest.raises(RuntimeError, match="before initialize"):
+        trk.track(np.zeros((240, 320, 3), np.uint8))
+
+
+def test_box_partly_outside_and_tiny_images_track():
+    trk = build_tracker(variant="S", state_dict=fixture_state_dict("S"))
+    image = np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    trk.initialize(image, [-5, -5, 20, 20])
+    res = trk.track(image)
+    x, y, w, h = res.box
+    assert 0 <= x <= 30 and 0 <= y <= 40 and w >= 10 and h >= 10 and 0 <= res.score <= 1
+
+
+def test_presets_and_overrides():
+    s = variant_config("S")
+    assert preset_settings("lasot", s).search_factor == FIXTURE_SEARCH_FACTOR["S"]
+    assert preset_settings("got10k", variant_config("B")).update_interval == 10
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_settings("nope", s)
+    with pytest.raises(ValueError, match="online_size"):
+        TrackerSettings(search_factor=4.5, update_interval=10, online_size=3)
+    with pytest.raises(ValueError, match="unknown tracker settings"):
+        preset_settings("vot", s).replace(serch_factor=3)
+    trk = build_tracker(variant="S", state_dict=fixture_state_dict("S"), preset="vot", search_factor=4.0)
+    assert trk.settings.search_factor == 4.0 and trk.settings.update_interval == 10
+
+
+def test_untrained_weights_warn_loudly(caplog):
+    with caplog.at_level("WARNING"):
+        build_tracker(variant="S")
+    assert "UNTRAINED" in caplog.text
+
+
+def test_geometry_padding_quirk_and_clip():
+    image = np.full((20, 20, 3), 255, np.uint8)
+    crop = sample_target(image, [15, 15, 5, 5], 2.0, 10)  # crop reaches past the bottom-right corner
+    assert crop.image.shape == (10, 10, 3) and crop.resize_factor == 1.0
+    # Crop origin round(12.5) = 12 (half to even), so the crop spans 12..21: image columns 12..18 and
+    # three zero columns, the official extra pad dropping the last in-image column 19.
+    assert crop.image[:7, :7].min() == 255 and crop.image[:, 7:].max() == 0 and crop.image[7:, :].max() == 0
+    assert clip_box([-10, 5, 4, 4], 100, 100, margin=10) == [0, 5, 10, 10]
