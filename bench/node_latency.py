@@ -1,0 +1,213 @@
+"""End-to-end latency of the tracker node: image publish -> Detection2D receipt, across processes.
+
+The node runs as its own process (``python -m mixformer_ros.tracker_node``, MixFormerV2-S on
+PyTorch/CPU unless told otherwise); this process is the camera (640x480 bgr8 frames of the
+procedural demo clip, reliable QoS, default Fast DDS settings) and the consumer of the
+detections. Two runs:
+
+* lockstep: the next frame is published only after the previous detection arrived, so the
+  numbers are the pipeline's own latency (transport, decoding, inference, publishing);
+* camera rate: frames at a fixed rate (default 15 Hz), as a real camera; the node tracks the
+  newest frame and skips stale ones, and the latency includes waiting for the previous frame.
+
+For every tracked frame the node also reports its own latency (arrival in the node -> end of
+processing, ``~/status`` latency_ms), measured at the same moment as the end-to-end number, so
+the difference is the transport and (de)serialisation overhead even on a busy machine.
+
+Usage: .venv/bin/python bench/node_latency.py [--frames 100] [--rate 15] [--threads 2]
+Prints a table, writes bench/results/node_latency.json and its section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "test"))
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+from mixformer_ros.demo_clip import ClipConfig, make_clip  # noqa: E402
+from mixformer_ros.ros.conversions import stamp_to_ns  # noqa: E402
+from node_harness import Client, NodeProcess, image_msg, stamp, wait_until  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "node_latency.json"
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+MD_BEGIN, MD_END = "<!-- bench/node_latency.py: begin -->", "<!-- bench/node_latency.py: end -->"
+DOMAIN = 79
+DEMO_MODEL = REPO / "models" / "demo_tracker.pth.tar"
+
+
+def _percentiles(values_ms: list[float]) -> dict:
+    a = np.asarray(values_ms)
+    if a.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(a.size),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p90_ms": round(float(np.percentile(a, 90)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "max_ms": round(float(a.max()), 2),
+    }
+
+
+def _received_at(client: Client) -> dict[int, float]:
+    detections, _ = client.snapshot()
+    return {stamp_to_ns(m.header.stamp): t for t, m in detections}
+
+
+def _node_latency(client: Client) -> dict[int, float]:
+    """Stamp -> the node's own latency (arrival -> end of processing) from ~/status."""
+    _, statuses = client.snapshot()
+    return {stamp_to_ns(s.header.stamp): float(s.latency_ms) for s in statuses if s.latency_ms > 0}
+
+
+def run_lockstep(client: Client, frames: list[np.ndarray], base: int) -> tuple[dict, dict]:
+    pub = client.publisher()
+    sent = {}
+    for i, frame in enumerate(tqdm(frames, desc="lockstep", unit="frame")):
+        msg = image_msg(frame, "bgr8", stamp(i, base))
+        key = stamp_to_ns(stamp(i, base))
+        sent[key] = time.monotonic()
+        pub.publish(msg)
+        wait_until(lambda: key in _received_at(client), 30, f"detection of frame {i}", interval=0.001)
+    time.sleep(0.5)
+    received, inside = _received_at(client), _node_latency(client)
+    keys = sorted(sent)[1:]  # the first frame pays for lazy initialisation
+    e2e = [(received[k] - sent[k]) * 1000.0 for k in keys]
+    node = [inside[k] for k in keys if k in inside]
+    return _percentiles(e2e), _percentiles(node)
+
+
+def run_camera(client: Client, frames: list[np.ndarray], base: int, rate: float) -> dict:
+    pub = client.publisher()
+    sent = {}
+    t0 = time.monotonic()
+    for i, frame in enumerate(tqdm(frames, desc=f"camera {rate:g} Hz", unit="frame")):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        msg = image_msg(frame, "bgr8", stamp(i, base))
+        sent[stamp_to_ns(stamp(i, base))] = time.monotonic()
+        pub.publish(msg)
+    time.sleep(2.0)
+    received = _received_at(client)
+    latencies = [(received[k] - t) * 1000.0 for k, t in sent.items() if k in received]
+    result = _percentiles(latencies)
+    result.update(frames_published=len(frames), frames_tracked=len(latencies), rate_hz=rate)
+    return result
+
+
+def update_benchmarks_md(result: dict) -> None:
+    lock, cam, ref = result["lockstep"], result["camera"], result["lockstep_inside_node"]
+    section = "\n".join([
+        MD_BEGIN,
+        "## Tracker node end-to-end latency (bench/node_latency.py)",
+        "",
+        f"Run {result['date']}, MixFormerV2-S ({result['weights']}), PyTorch CPU, {result['threads']} thread(s), 640x480 bgr8, "
+        f"camera and node in separate processes (Fast DDS), {result['cpu']}, load average {result['load_average']}.",
+        "Latency = image publish -> Detection2D receipt.",
+        "",
+        "| run | frames | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|",
+        f"| lockstep (one frame in flight) | {lock['n']} | {lock['p50_ms']} | {lock['p90_ms']} | {lock['p99_ms']} | {lock['max_ms']} |",
+        f"| camera {cam['rate_hz']:g} Hz ({cam['frames_tracked']}/{cam['frames_published']} tracked, rest skipped as stale) "
+        f"| {cam['n']} | {cam.get('p50_ms')} | {cam.get('p90_ms')} | {cam.get('p99_ms')} | {cam.get('max_ms')} |",
+        f"| lockstep, inside the node (arrival -> processed) | {ref['n']} | {ref['p50_ms']} | {ref['p90_ms']} | {ref['p99_ms']} | {ref['max_ms']} |",
+        MD_END,
+    ])
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    if MD_BEGIN in text and MD_END in text:
+        head, rest = text.split(MD_BEGIN, 1)
+        text = head + section + rest.split(MD_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    BENCHMARKS_MD.write_text(text)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=100, help="frames per run")
+    p.add_argument("--rate", type=float, default=15.0, help="camera rate of the second run (Hz)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the node (num_threads)")
+    p.add_argument("--checkpoint", default=str(DEMO_MODEL) if DEMO_MODEL.is_file() else "",
+                   help="checkpoint for the node (default: models/demo_tracker.pth.tar if present, else untrained)")
+    p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    args = p.parse_args()
+
+    frames, truth = make_clip(ClipConfig(num_frames=args.frames))
+    box = truth[0].tolist()
+    tmp = Path(tempfile.mkdtemp(prefix="node_latency_"))
+    params = {"variant": "S", "num_threads": args.threads, "preset": "lasot"}
+    if args.checkpoint:
+        params.update(variant="auto", checkpoint=args.checkpoint)
+    node = NodeProcess(DOMAIN, params, tmp)
+    client = Client(DOMAIN)
+    try:
+        client.wait_for_services(120)
+        pub = client.publisher()
+        client.wait_for_subscriber(pub)
+        client.ensure_delivery(lambda: pub.publish(image_msg(frames[0], "bgr8", stamp(0, 100))), stamp(0, 100))
+        reply = client.init([int(v) for v in box], stamp(0, 100))
+        assert reply.success, reply.message
+        lockstep, inside = run_lockstep(client, frames, 1000)
+        client.clear()
+        camera = run_camera(client, frames, 5000, args.rate)
+        status = client.snapshot()[1]
+    finally:
+        client.close()
+        node.stop()
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "variant": "S",
+        "backend": "torch",
+        "device": "cpu",
+        "threads": args.threads,
+        "weights": args.checkpoint or "untrained weights",
+        "image": "640x480 bgr8",
+        "cpu": platform.processor() or platform.machine(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "lockstep": lockstep,
+        "camera": camera,
+        "node_frames_dropped": int(status[-1].frames_dropped) if status else None,
+        "lockstep_inside_node": inside,
+    }
+    cpu_name = _cpu_name()
+    if cpu_name:
+        result["cpu"] = cpu_name
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nTracker node latency, MixFormerV2-S torch CPU ({args.threads} threads), load {result['load_average']}")
+    print(f"{'run':<34} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
+    for name, r in [("lockstep", lockstep), ("lockstep, inside the node", inside), (f"camera {args.rate:g} Hz", camera)]:
+        print(f"{name:<34} {r['n']:>4} {r.get('p50_ms', float('nan')):>8} {r.get('p90_ms', float('nan')):>8} "
+              f"{r.get('p99_ms', float('nan')):>8} {r.get('max_ms', float('nan')):>8}")
+    print(f"camera run: {camera['frames_tracked']}/{camera['frames_published']} frames tracked")
+    print(f"written to {RESULTS}")
+    if not args.no_markdown:
+        update_benchmarks_md(result)
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

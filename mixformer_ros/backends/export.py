@@ -1,0 +1,347 @@
+"""ONNX export of MixFormerV2: the cached path (template encoder + per-frame predictor) and the full path.
+
+Every graph takes uint8 RGB crops in NHWC layout, exactly what the tracker produces, and does the
+ImageNet normalisation itself, so the runtime never touches float pixels in Python and only a
+quarter of the bytes cross into the session (or over the bus on a GPU).
+
+Graphs written into one folder (names, shapes and the manifest are documented in docs/backends.md):
+
+* ``encoder.onnx``   template (B,T,T,3) u8, online_template (B,T,T,3) u8 -> template_kv (depth,2,B,heads,2*Nt,hd)
+* ``predictor.onnx`` search (B,S,S,3) u8, template_kv -> pred_boxes (B,4), pred_scores (B,)
+* ``full.onnx``      template, online_template, search -> pred_boxes, pred_scores (the official joint pass)
+* ``manifest.json``  config, opset, precision, weight hash and the measured parity against PyTorch.
+
+Run ``python -m mixformer_ros.backends.export --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..model import MixFormerV2, load_model, variant_config
+from ..tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+# Bump when the graphs' interface or contents change, so cached exports are rebuilt.
+EXPORT_FORMAT = "mixformer_ros-onnx/1"
+GRAPH_FILES = {"encoder": "encoder.onnx", "predictor": "predictor.onnx", "full": "full.onnx"}
+MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "int8", "fp16")
+# Parity of an fp32 export against PyTorch (normalised box units); above it the export is refused.
+FP32_BOX_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The export failed or its graphs disagree with PyTorch beyond the tolerance."""
+
+
+class Normalize(nn.Module):
+    """uint8 (B, H, W, 3) RGB -> float (B, 3, H, W), (x / 255 - mean) / std in the same order as the torch backend."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
+        return (x / 255.0 - self.mean) / self.std
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model, self.norm = model, Normalize()
+
+    def forward(self, template: torch.Tensor, online_template: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_templates(self.norm(template), self.norm(online_template))
+
+
+class PredictorGraph(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model, self.norm = model, Normalize()
+
+    def forward(self, search: torch.Tensor, template_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.forward_search(self.norm(search), template_kv)
+        return out["pred_boxes"][:, 0], out["pred_scores"]  # (B, 4), (B,)
+
+
+class FullGraph(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model, self.norm = model, Normalize()
+
+    def forward(self, template, online_template, search) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(self.norm(template), self.norm(online_template), self.norm(search))
+        return out["pred_boxes"][:, 0], out["pred_scores"]  # (B, 4), (B,)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    module: type[nn.Module]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+GRAPH_SPECS = {
+    "encoder": GraphSpec(EncoderGraph, ("template", "online_template"), ("template_kv",)),
+    "predictor": GraphSpec(PredictorGraph, ("search", "template_kv"), ("pred_boxes", "pred_scores")),
+    "full": GraphSpec(FullGraph, ("template", "online_template", "search"), ("pred_boxes", "pred_scores")),
+}
+
+
+def example_inputs(model: MixFormerV2, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic uint8 crops and the matching template keys/values, keyed by graph input name."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    crops = {
+        name: torch.randint(0, 256, (batch, size, size, 3), generator=g, dtype=torch.uint8)
+        for name, size in (("template", cfg.template_size), ("online_template", cfg.template_size),
+                           ("search", cfg.search_size))
+    }
+    with torch.no_grad():
+        crops["template_kv"] = EncoderGraph(model)(crops["template"], crops["online_template"])
+    return crops
+
+
+def weights_hash(model: MixFormerV2, precision: str, opset: int = OPSET) -> str:
+    """Key of an export: every tensor of the state_dict, the config, opset, precision and format/tool versions."""
+    h = hashlib.sha256()
+    meta = {"config": model.config.to_dict(), "opset": opset, "precision": precision, "format": EXPORT_FORMAT,
+            "torch": torch.__version__}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _export_graph(model: MixFormerV2, kind: str, path: Path, opset: int) -> None:
+    spec = GRAPH_SPECS[kind]
+    inputs = example_inputs(model, batch=2)
+    args = tuple(inputs[name] for name in spec.inputs)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    # template_kv carries the batch on axis 2: (depth, 2, B, heads, 2*Nt, head_dim).
+    dynamic = tuple({2: batch} if name == "template_kv" else {0: batch} for name in spec.inputs)
+    # The exporter's own chatter (deprecations, "torchvision is not installed") is not ours to fix.
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                spec.module(model).eval(), args, dynamo=True, opset_version=opset, input_names=list(spec.inputs),
+                output_names=list(spec.outputs), dynamic_shapes=dynamic, external_data=False, optimize=True,
+                verbose=False,
+            )
+    finally:
+        registry_log.setLevel(level)
+    program.save(str(path), external_data=False)
+
+
+def _quantize_int8(src: Path, dst: Path, depth: int) -> None:
+    """Dynamic int8 (per-channel int8 weights, activations quantised per call) for the transformer blocks' Linears.
+
+    Left in fp32: the attention products (both operands are activations) and the four head
+    Linears, whose outputs are the bin logits and the score; keeping them cut the box deviation
+    of S about in half at no measurable cost, since the heads see only four tokens.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(src)).graph
+    weights = {init.name for init in graph.initializer}
+    # Weight MatMuls in module order (the exporter keeps it): 4 per block, then the box and score heads' 2 + 2.
+    linears = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    if len(linears) != 4 * depth + 4:
+        raise ExportError(f"{src.name}: expected {4 * depth + 4} Linear MatMuls, found {len(linears)}; "
+                          "the graph layout changed, so int8 would not know which layers to keep in fp32")
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=linears[:-4])
+
+
+def _convert_fp16(src: Path, dst: Path) -> None:
+    """float16 weights and arithmetic inside, float32/uint8 at the graph boundary (for CUDA/TensorRT)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+def parity_check(model: MixFormerV2, folder: Path, precision: str, kinds=tuple(GRAPH_FILES)) -> dict:
+    """Runs the exported graphs in ONNX Runtime (CPU) against PyTorch on the same uint8 inputs.
+
+    Returns the max absolute deviation per graph and output; fp32 boxes above FP32_BOX_TOLERANCE raise ExportError.
+    """
+    import onnxruntime as ort
+
+    inputs = example_inputs(model, batch=2, seed=1)
+    with torch.inference_mode():
+        ref = {kind: [t.numpy() for t in _as_tuple(GRAPH_SPECS[kind].module(model).eval()(
+            *(inputs[n] for n in GRAPH_SPECS[kind].inputs)))] for kind in kinds}
+    report = {}
+    for kind in kinds:
+        spec = GRAPH_SPECS[kind]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(folder / GRAPH_FILES[kind]), opts, providers=["CPUExecutionProvider"])
+        feed = {n: inputs[n].numpy() for n in spec.inputs}
+        if kind == "predictor":
+            # The predictor is checked on its own graph's KV so that its error is not the encoder's.
+            feed["template_kv"] = ref["encoder"][0] if "encoder" in ref else inputs["template_kv"].numpy()
+        outs = sess.run(list(spec.outputs), feed)
+        report[kind] = {name: float(np.max(np.abs(o.astype(np.float64) - r))) for name, o, r in zip(spec.outputs, outs, ref[kind])}
+    if precision == "fp32":
+        worst = max(r.get("pred_boxes", 0.0) for r in report.values())
+        if worst > FP32_BOX_TOLERANCE:
+            raise ExportError(f"ONNX boxes deviate from PyTorch by {worst:.3g} > {FP32_BOX_TOLERANCE} (fp32): {report}")
+    return report
+
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str = "fp32", opset: int = OPSET,
+                 kinds=tuple(GRAPH_FILES), check: bool = True, fp32_source: str | os.PathLike | None = None) -> dict:
+    """Write the graphs and manifest.json into ``out_dir`` (created); returns the manifest.
+
+    int8/fp16 graphs are derived from fp32 ones; ``fp32_source`` (an fp32 export folder of the
+    same weights) saves tracing the model again.
+
+    The folder is assembled in a temporary sibling and renamed into place, so a crash or a
+    concurrent export never leaves a half-written folder that a later run would trust.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+    unknown = sorted(set(kinds) - set(GRAPH_FILES))
+    if unknown or not kinds:
+        raise ValueError(f"unknown graph kinds {unknown}; expected a subset of {list(GRAPH_FILES)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / MANIFEST).is_file() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ExportError(f"{out_dir} exists and is not an earlier export (no {MANIFEST}); refusing to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if model.training or any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
+        model = copy.deepcopy(model).float().cpu().eval()  # export an fp32 CPU eval copy; leave the caller's alone
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        started = time.perf_counter()
+        for kind in kinds:
+            fp32_path = tmp / GRAPH_FILES[kind]
+            if fp32_source is not None and precision != "fp32":
+                shutil.copyfile(Path(fp32_source) / GRAPH_FILES[kind], fp32_path)
+            else:
+                _export_graph(model, kind, fp32_path, opset)
+            if precision == "int8" and kind != "encoder":
+                # The encoder runs once per template update; int8 there would only add error to every frame's KV.
+                _quantize_int8(fp32_path, fp32_path, model.config.depth)
+            elif precision == "fp16":
+                _convert_fp16(fp32_path, fp32_path)
+        parity = parity_check(model, tmp, precision, kinds) if check else None
+        manifest = {
+            "format": EXPORT_FORMAT, "opset": opset, "precision": precision, "config": model.config.to_dict(),
+            "weights_sha256": weights_hash(model, precision, opset), "graphs": {k: GRAPH_FILES[k] for k in kinds},
+            "inputs": {k: list(GRAPH_SPECS[k].inputs) for k in kinds},
+            "outputs": {k: list(GRAPH_SPECS[k].outputs) for k in kinds},
+            "input_layout": "uint8 RGB NHWC, normalised inside the graph", "parity_max_abs": parity,
+            "torch": torch.__version__, "export_seconds": round(time.perf_counter() - started, 1),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+        out_dir.chmod(0o755)  # mkdtemp made it private; the cache may be shared with other users' readers
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s (%s) in %.1f s; parity %s", out_dir, precision, manifest["export_seconds"], parity)
+    return manifest
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("MIXFORMER_ROS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mixformer_ros")
+    return Path(root) / "onnx"
+
+
+def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | os.PathLike | None = None,
+                  opset: int = OPSET, kinds=("encoder", "predictor")) -> Path:
+    """The export folder of these weights in the cache, exported (with its parity check) when absent.
+
+    By default only the two graphs the ONNX Runtime backend runs are written (the full graph
+    would add a third trace to the first start); ask for ``kinds`` to get more.
+    """
+    key = weights_hash(model, precision, opset)
+    folder = Path(cache_dir or default_cache_dir()) / f"{key[:24]}-{precision}"
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            recorded = json.loads(manifest.read_text())
+            if recorded.get("weights_sha256") == key and all(
+                    k in recorded.get("graphs", {}) and (folder / GRAPH_FILES[k]).is_file() for k in kinds):
+                return folder
+        except (OSError, json.JSONDecodeError, AttributeError):
+            pass
+        log.warning("cached ONNX export %s is incomplete, unreadable or lacks %s; exporting again", folder, list(kinds))
+    source = cached_export(model, "fp32", cache_dir, opset, kinds) if precision != "fp32" else None
+    log.info("exporting MixFormerV2 to ONNX (%s) into %s; this happens once per checkpoint", precision, folder)
+    export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
+    return folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mixformer_ros.backends.export",
+        description="Export a MixFormerV2 checkpoint to ONNX graphs (template encoder, per-frame predictor, full "
+                    "joint pass) with uint8 NHWC inputs, and check them against PyTorch in ONNX Runtime.",
+    )
+    p.add_argument("checkpoint", help="checkpoint file (official {'net': ...}, bare state_dict, or ours)")
+    p.add_argument("-o", "--output", required=True, help="output folder (replaced if it exists)")
+    p.add_argument("--variant", choices=["S", "B"], help="network shape when the checkpoint does not record it")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32; int8 = dynamic int8 MatMul weights (CPU); fp16 = float16 inside (CUDA/TensorRT)")
+    p.add_argument("--graphs", nargs="+", choices=list(GRAPH_FILES), default=list(GRAPH_FILES),
+                   help="which graphs to write (default: all)")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per deduplicated initializer otherwise
+    try:
+        model = load_model(checkpoint=args.checkpoint, config=variant_config(args.variant) if args.variant else None)
+        manifest = export_model(model, args.output, precision=args.precision, opset=args.opset,
+                                kinds=tuple(args.graphs), check=not args.no_check)
+    except (ExportError, ValueError, RuntimeError, OSError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: {', '.join(manifest['graphs'].values())} (opset {manifest['opset']}, {args.precision})")
+    for kind, devs in (manifest["parity_max_abs"] or {}).items():
+        print(f"  parity {kind:9s} " + "  ".join(f"max|{k}| = {v:.2e}" for k, v in devs.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

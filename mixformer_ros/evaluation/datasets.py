@@ -1,0 +1,242 @@
+"""Readers for single-object-tracking sequence folders (OTB, GOT-10k, LaSOT, VOT).
+
+Every reader returns a :class:`Sequence`: sorted frame paths, an ``(N, 4)`` float64 ground truth
+in ``x, y, w, h`` pixels (NaN rows where a frame has no box) and an ``absent`` flag per frame.
+Images are not decoded here; :meth:`Sequence.read_frame` returns OpenCV's BGR array.
+
+Layouts recognised by :func:`load_sequence` (first match wins):
+
+* OTB / UAV123: ``img/*.jpg`` + ``groundtruth_rect.txt`` (``,``, tab or space separated);
+* LaSOT: ``img/`` + ``groundtruth.txt`` + ``full_occlusion.txt`` / ``out_of_view.txt``
+  (absent = fully occluded or out of view);
+* GOT-10k: ``*.jpg`` beside ``groundtruth.txt`` (+ ``absence.label``; the test split only
+  has the first box, the remaining rows read as NaN);
+* VOT: ``groundtruth.txt`` with 8-value polygons (or 4-value rectangles), frames in ``color/``
+  or beside it; polygons become the axis-aligned box of their corners.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+FORMATS = ("auto", "otb", "got10k", "lasot", "vot")
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+@dataclass
+class Sequence:
+    """A tracking sequence on disk: frame paths with one ground-truth row per frame."""
+
+    name: str
+    frames: list[Path]
+    gt: np.ndarray  # (N, 4) x, y, w, h; NaN rows where unknown
+    absent: np.ndarray | None = None  # (N,) bool, True where the target is not visible
+    polygons: np.ndarray | None = None  # (N, 8) VOT corners when the source had them
+
+    def __post_init__(self):
+        self.gt = np.asarray(self.gt, dtype=np.float64).reshape(-1, 4)
+        if self.absent is None:
+            self.absent = np.zeros(len(self.frames), dtype=bool)
+        self.absent = np.asarray(self.absent, dtype=bool).reshape(-1)
+        if not len(self.frames) == self.gt.shape[0] == self.absent.shape[0]:
+            raise ValueError(
+                f"sequence {self.name}: {len(self.frames)} frames, {self.gt.shape[0]} "
+                f"ground-truth rows, {self.absent.shape[0]} absence flags"
+            )
+        if len(self.frames) == 0:
+            raise ValueError(f"sequence {self.name} has no frames")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def init_box(self) -> np.ndarray:
+        """The first frame's box, which every tracker is initialised from."""
+        box = self.gt[0]
+        if not (np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0):
+            raise ValueError(f"sequence {self.name}: first ground-truth box {box} is not usable")
+        return box
+
+    def read_frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as a BGR uint8 array (OpenCV's decoder, like every toolkit)."""
+        import cv2
+
+        image = cv2.imread(str(self.frames[index]), cv2.IMREAD_COLOR)
+        if image is None:
+            raise OSError(f"cannot decode image {self.frames[index]}")
+        return image
+
+
+def read_box_file(path: Path) -> np.ndarray:
+    """Rows of numbers separated by commas, tabs or spaces; empty or 'nan' rows read as NaN.
+
+    Returns a float64 array ``(N, K)``; K is the widest row (4 for boxes, 8 for polygons).
+    """
+    rows = []
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text:
+            rows.append([])
+            continue
+        try:
+            rows.append([float(v) for v in _SEPARATORS.split(text) if v])
+        except ValueError as exc:
+            raise ValueError(f"{path}:{line_no}: cannot parse {text!r} as numbers") from exc
+    while rows and not rows[-1]:
+        rows.pop()
+    if not rows:
+        raise ValueError(f"{path} holds no boxes")
+    width = max(len(r) for r in rows)
+    if width not in (4, 8):
+        raise ValueError(f"{path}: rows have {width} values; expected 4 (x,y,w,h) or 8 (polygon)")
+    out = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        if len(r) == width:
+            out[i] = r
+        elif r:
+            raise ValueError(f"{path}:{i + 1}: {len(r)} values where the file has {width}")
+    return out
+
+
+def polygon_to_xywh(poly: np.ndarray) -> np.ndarray:
+    """Axis-aligned box of polygon corners: x=min(xs), y=min(ys), w/h = max - min."""
+    poly = np.asarray(poly, dtype=np.float64).reshape(-1, 8)
+    xs, ys = poly[:, 0::2], poly[:, 1::2]
+    x0, y0 = xs.min(axis=1), ys.min(axis=1)
+    return np.stack([x0, y0, xs.max(axis=1) - x0, ys.max(axis=1) - y0], axis=1)
+
+
+def read_flags(path: Path, n: int) -> np.ndarray:
+    """0/1 labels, one per frame, written one per line or comma separated (LaSOT, GOT-10k)."""
+    values = [v for v in _SEPARATORS.split(Path(path).read_text().strip()) if v]
+    flags = np.array([int(float(v)) for v in values], dtype=bool)
+    if flags.shape[0] != n:
+        raise ValueError(f"{path}: {flags.shape[0]} labels for {n} frames")
+    return flags
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder sorted by name (toolkit frame names are zero-padded)."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _fit_rows(gt: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Pad a ground truth shorter than the frame list with NaN (GOT-10k test gives 1 row)."""
+    if gt.shape[0] > n:
+        raise ValueError(f"sequence {name}: {gt.shape[0]} ground-truth rows for {n} frames")
+    if gt.shape[0] < n:
+        gt = np.vstack([gt, np.full((n - gt.shape[0], gt.shape[1]), np.nan)])
+    return gt
+
+
+def read_otb(folder: Path, name: str | None = None) -> Sequence:
+    """OTB / UAV123 style: ``img/`` + ``groundtruth_rect.txt``."""
+    folder = Path(folder)
+    frames = list_images(folder / "img")
+    rows = read_box_file(folder / "groundtruth_rect.txt")
+    polygons = rows if rows.shape[1] == 8 else None
+    gt = polygon_to_xywh(rows) if polygons is not None else rows
+    return Sequence(name or folder.name, frames, gt, polygons=polygons)
+
+
+def read_lasot(folder: Path, name: str | None = None) -> Sequence:
+    """LaSOT: ``img/`` + ``groundtruth.txt``; absent = full occlusion or out of view."""
+    folder = Path(folder)
+    frames = list_images(folder / "img")
+    gt = read_box_file(folder / "groundtruth.txt")
+    absent = np.zeros(len(frames), dtype=bool)
+    for label in ("full_occlusion.txt", "out_of_view.txt"):
+        if (folder / label).exists():
+            absent |= read_flags(folder / label, len(frames))
+    return Sequence(name or folder.name, frames, gt, absent)
+
+
+def read_got10k(folder: Path, name: str | None = None) -> Sequence:
+    """GOT-10k: frames beside ``groundtruth.txt``; ``absence.label`` 1 = target absent."""
+    folder = Path(folder)
+    frames = list_images(folder)
+    gt = _fit_rows(read_box_file(folder / "groundtruth.txt"), len(frames), folder.name)
+    absent = None
+    if (folder / "absence.label").exists():
+        absent = read_flags(folder / "absence.label", len(frames))
+    return Sequence(name or folder.name, frames, gt, absent)
+
+
+def read_vot(folder: Path, name: str | None = None) -> Sequence:
+    """VOT: ``groundtruth.txt`` polygons (or rectangles); frames in ``color/`` or beside it."""
+    folder = Path(folder)
+    image_dir = folder / "color" if (folder / "color").is_dir() else folder
+    frames = list_images(image_dir)
+    rows = read_box_file(folder / "groundtruth.txt")
+    polygons = rows if rows.shape[1] == 8 else None
+    gt = polygon_to_xywh(rows) if polygons is not None else rows
+    return Sequence(name or folder.name, frames, gt, polygons=polygons)
+
+
+_READERS = {"otb": read_otb, "got10k": read_got10k, "lasot": read_lasot, "vot": read_vot}
+
+
+def detect_format(folder: Path) -> str:
+    """Guess the layout of a sequence folder from the files it holds."""
+    folder = Path(folder)
+    if (folder / "groundtruth_rect.txt").exists() and (folder / "img").is_dir():
+        return "otb"
+    if (folder / "groundtruth.txt").exists():
+        if (folder / "full_occlusion.txt").exists() or (folder / "out_of_view.txt").exists():
+            return "lasot"
+        if (folder / "absence.label").exists() or (folder / "meta_info.ini").exists():
+            return "got10k"
+        if (folder / "color").is_dir() or read_box_file(folder / "groundtruth.txt").shape[1] == 8:
+            return "vot"
+        return "lasot" if (folder / "img").is_dir() else "got10k"
+    raise ValueError(
+        f"{folder} is not a sequence folder I know: expected img/ + groundtruth_rect.txt (OTB), "
+        "groundtruth.txt + full_occlusion.txt (LaSOT), frames + groundtruth.txt + absence.label "
+        "(GOT-10k) or groundtruth.txt polygons (VOT)"
+    )
+
+
+def load_sequence(folder, fmt: str = "auto", name: str | None = None) -> Sequence:
+    """Read one sequence folder in the given (or detected) layout."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"sequence folder {folder} does not exist")
+    if fmt == "auto":
+        fmt = detect_format(folder)
+    return _READERS[fmt](folder, name)
+
+
+def load_dataset(root, fmt: str = "auto", names: list[str] | None = None) -> list[Sequence]:
+    """Every sequence folder directly under ``root`` (or only ``names``), sorted by name.
+
+    ``root`` may also be a single sequence folder, which gives a one-element list.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    if names is None:
+        try:
+            return [load_sequence(root, fmt)]
+        except ValueError:
+            pass
+        candidates = sorted(p for p in root.iterdir() if p.is_dir())
+        sequences = []
+        for folder in candidates:
+            try:
+                sequences.append(load_sequence(folder, fmt))
+            except ValueError as exc:
+                log.info("skipping %s: %s", folder, exc)
+        if not sequences:
+            raise ValueError(f"no sequence folder found under {root}")
+        return sequences
+    return [load_sequence(root / n, fmt) for n in names]

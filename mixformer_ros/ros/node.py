@@ -1,0 +1,579 @@
+"""The ``mixformer_tracker`` lifecycle node: camera frames in, one tracked box per frame out.
+
+Threading: the image callback only decodes a frame and puts it into the frame buffer; a
+worker thread (not an executor thread) runs the network on the newest frame and skips the
+stale ones, so a slow backend never builds a queue. Services, parameters and timers live in
+their own callback groups on a multi-threaded executor and answer while inference runs.
+All tracker state is guarded by one lock, held by the worker for one frame at a time.
+
+Lifecycle: configure loads the model (a missing or corrupt file fails the transition),
+activate subscribes and starts the worker, deactivate stops it and frees the model and the
+buffered frames (activate loads the model again), cleanup removes publishers and services.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import ReliabilityPolicy
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+from vision_msgs.msg import Detection2D
+
+from mixformer_ros.msg import TrackerStatus
+from mixformer_ros.ros.conversions import (
+    ImageConversionError,
+    compressed_to_rgb,
+    image_to_rgb,
+    make_detection,
+    rgb_to_image,
+    roi_to_xywh,
+    stamp_to_ns,
+)
+from mixformer_ros.ros.drawing import STATE_COLOURS, draw_banner, draw_box
+from mixformer_ros.ros.frame_buffer import Frame, FrameBuffer
+from mixformer_ros.ros.parameters import NodeSettings, check_choices, declare_all, read_settings
+from mixformer_ros.ros.qos import (
+    fixed_profile,
+    offered_reliabilities,
+    profile_for,
+    reliability_for_publishers,
+)
+from mixformer_ros.srv import InitTracker
+
+STATE_NAMES = {TrackerStatus.IDLE: "IDLE", TrackerStatus.TRACKING: "TRACKING", TrackerStatus.LOST: "LOST"}
+
+# Recent latencies/processing times kept for the 1 Hz diagnostics.
+_STATS_WINDOW = 120
+
+
+@dataclass
+class Track:
+    """The current track: who it is and how far through the frame stream it got."""
+
+    track_id: str
+    label: str
+    last_seq: int  # sequence number of the last frame the tracker consumed
+    catch_up_until: int  # frames up to this one are tracked in order, none skipped
+    state: int = TrackerStatus.TRACKING
+    low_score_frames: int = 0
+    score: float = 1.0
+
+
+def _logged_transition(method):
+    """rclpy turns an exception in a transition into ERROR without a word; log it first."""
+
+    @functools.wraps(method)
+    def wrapper(self, state):
+        try:
+            return method(self, state)
+        except Exception:
+            self.get_logger().error(f"{method.__name__} raised:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+
+    return wrapper
+
+
+def _new_track_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class TrackerNode(LifecycleNode):
+    """MixFormerV2 single-object tracker as a ROS 2 lifecycle node."""
+
+    def __init__(self, node_name: str = "mixformer_tracker", **kwargs):
+        super().__init__(node_name, **kwargs)
+        declare_all(self)
+        self.settings: NodeSettings = read_settings(self)
+
+        self._images_group = MutuallyExclusiveCallbackGroup()
+        self._services_group = ReentrantCallbackGroup()
+        self._timers_group = MutuallyExclusiveCallbackGroup()
+
+        self._state_lock = threading.Lock()  # tracker, track, processed/dropped counters
+        self._tracker = None
+        self._track: Track | None = None
+        self._buffer: FrameBuffer | None = None
+        self._new_frame = threading.Event()
+        self._stop_worker = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._active = False
+
+        self._sub = None
+        self._sub_reliability: ReliabilityPolicy | None = None
+        self._output_pubs: list = []
+        self._service_handles: list = []
+        self._timer_handles: list = []
+
+        self._processed = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._received = 0
+        self._last_message = ""
+        self._latencies_ms: deque[float] = deque(maxlen=_STATS_WINDOW)
+        self._processed_times: deque[float] = deque(maxlen=_STATS_WINDOW)
+        self._received_times: deque[float] = deque(maxlen=_STATS_WINDOW)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @_logged_transition
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.settings = read_settings(self)
+        problems = check_choices(self.settings)
+        if problems:
+            for p in problems:
+                self.get_logger().error(f"bad parameter: {p}")
+            return TransitionCallbackReturn.FAILURE
+        if not self._load_model():
+            return TransitionCallbackReturn.FAILURE
+        self._buffer = FrameBuffer(self.settings.frame_buffer_size)
+
+        self._det_pub = self.create_publisher(Detection2D, "~/detection", 10)
+        self._status_pub = self.create_publisher(TrackerStatus, "~/status", 10)
+        self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._output_pubs = [self._det_pub, self._status_pub, self._debug_pub, self._diag_pub]
+        self._service_handles = [
+            self.create_service(InitTracker, "~/init", self._on_init, callback_group=self._services_group),
+            self.create_service(Trigger, "~/stop", self._on_stop, callback_group=self._services_group),
+        ]
+        self.get_logger().info(
+            f"configured: MixFormerV2 ({self.settings.variant}) on {self.settings.backend}/{self.settings.device}, "
+            f"preset {self.settings.preset}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._tracker is None and not self._load_model():
+            return TransitionCallbackReturn.FAILURE
+        self._subscribe(self._initial_reliability())
+        self._timer_handles = [self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timers_group)]
+        if self.settings.qos == "auto":
+            self._timer_handles.append(self.create_timer(1.0, self._recheck_qos, callback_group=self._timers_group))
+        self._stop_worker.clear()
+        self._worker = threading.Thread(target=self._worker_loop, name="mixformer_inference", daemon=True)
+        self._worker.start()
+        self._active = True
+        self.get_logger().info(f"active: listening on {self._sub.topic_name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_worker_thread()
+        for timer in self._timer_handles:
+            self.destroy_timer(timer)
+        self._timer_handles = []
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self._sub = None
+        with self._state_lock:
+            self._track = None
+            self._release_model()
+        if self._buffer is not None:
+            self._buffer.clear()
+        self._publish_status(None, "deactivated: model and buffered frames released")
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_interfaces()
+        with self._state_lock:
+            self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    @_logged_transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_worker_thread()
+        self._destroy_interfaces()
+        with self._state_lock:
+            self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def stop(self) -> None:
+        """Stop the inference thread; for main() on Ctrl-C, whatever the lifecycle state."""
+        self._active = False
+        self._stop_worker_thread()
+
+    def _load_model(self) -> bool:
+        # Imported here so the ROS layer loads fast and --help works without torch.
+        from mixformer_ros.tracking import build_tracker
+
+        s = self.settings
+        overrides = {}
+        if s.search_factor > 0:
+            overrides["search_factor"] = s.search_factor
+        if s.update_interval > 0:
+            overrides["update_interval"] = s.update_interval
+        if not s.checkpoint and not s.onnx_model:
+            self.get_logger().warning(
+                "NO CHECKPOINT: the 'checkpoint' parameter is empty, so MixFormerV2 runs with UNTRAINED "
+                "random weights and its boxes are meaningless. Pass checkpoint:=/path/to/model.pth.tar."
+            )
+        backend_options = {"onnx_model": s.onnx_model} if s.backend == "onnxruntime" and s.onnx_model else None
+        try:
+            self._tracker = build_tracker(
+                variant=self._variant_argument(),
+                checkpoint=s.checkpoint or None,
+                backend=s.backend,
+                device=s.device,
+                preset=s.preset,
+                num_threads=s.num_threads or None,
+                backend_options=backend_options,
+                **overrides,
+            )
+        except Exception as exc:  # any failure here means "cannot run": report it, do not crash
+            self.get_logger().error(f"cannot load the tracker model: {type(exc).__name__}: {exc}")
+            self._tracker = None
+            return False
+        return True
+
+    def _variant_argument(self) -> str | None:
+        """None lets the checkpoint decide the network shape; 'auto' without one means S."""
+        if self.settings.variant != "auto":
+            return self.settings.variant
+        return None if self.settings.checkpoint else "S"
+
+    def _release_model(self) -> None:
+        self._tracker = None
+        if self.settings.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _destroy_interfaces(self) -> None:
+        for timer in self._timer_handles:
+            self.destroy_timer(timer)
+        self._timer_handles = []
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self._sub = None
+        for pub in self._output_pubs:
+            self.destroy_publisher(pub)
+        self._output_pubs = []
+        for srv in self._service_handles:
+            self.destroy_service(srv)
+        self._service_handles = []
+
+    def _stop_worker_thread(self) -> None:
+        if self._worker is not None:
+            self._stop_worker.set()
+            self._new_frame.set()
+            self._worker.join()
+            self._worker = None
+
+    # ------------------------------------------------------------------ input
+
+    def _image_topic(self) -> str:
+        return "image/compressed" if self.settings.compressed else "image"
+
+    def _initial_reliability(self) -> ReliabilityPolicy:
+        if self.settings.qos != "auto":
+            return fixed_profile(self.settings.qos).reliability
+        topic = self.resolve_topic_name(self._image_topic())
+        return reliability_for_publishers(offered_reliabilities(self, topic))
+
+    def _subscribe(self, reliability: ReliabilityPolicy) -> None:
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+        msg_type = CompressedImage if self.settings.compressed else Image
+        callback = self._on_compressed if self.settings.compressed else self._on_image
+        depth = self.settings.frame_buffer_size
+        if self.settings.qos == "auto":
+            qos = profile_for(reliability, depth)
+        else:
+            qos = fixed_profile(self.settings.qos, depth)
+        events = None
+        if self.settings.qos == "auto":
+            # Replaces rclpy's "no messages will be received" warning: the 1 Hz check re-subscribes.
+            events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        self._sub = self.create_subscription(
+            msg_type, self._image_topic(), callback, qos, callback_group=self._images_group, event_callbacks=events
+        )
+        self._sub_reliability = qos.reliability
+
+    def _recheck_qos(self) -> None:
+        """qos=auto: follow the publishers' reliability when they come, go or change."""
+        wanted = reliability_for_publishers(offered_reliabilities(self, self._sub.topic_name))
+        if wanted != self._sub_reliability:
+            self.get_logger().info(
+                f"publishers on {self._sub.topic_name} changed: subscribing {wanted.name.lower()}"
+            )
+            self._subscribe(wanted)
+
+    def _on_incompatible_qos(self, event) -> None:
+        self.get_logger().info("a publisher with other QoS appeared; auto QoS re-subscribes within a second")
+
+    def _on_image(self, msg: Image) -> None:
+        self._accept(msg.header, lambda: image_to_rgb(msg))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._accept(msg.header, lambda: compressed_to_rgb(msg))
+
+    def _accept(self, header, decode) -> None:
+        arrival = time.monotonic()
+        self._received += 1
+        self._received_times.append(arrival)
+        try:
+            rgb = decode()
+        except ImageConversionError as exc:
+            self._reject(header, f"frame rejected: {exc}")
+            return
+        self._buffer.push(stamp_to_ns(header.stamp), header, rgb, arrival)
+        self._new_frame.set()
+
+    def _reject(self, header, reason: str) -> None:
+        # Only this callback (one callback group, one at a time) touches the counter, so no lock:
+        # taking the tracker lock here would stall image intake for a whole inference.
+        self._rejected += 1
+        self._last_message = reason
+        self.get_logger().warning(reason, throttle_duration_sec=5.0)
+        self._publish_status(header, reason)
+
+    # ------------------------------------------------------------------ inference
+
+    def _worker_loop(self) -> None:
+        while not self._stop_worker.is_set():
+            self._new_frame.wait(timeout=0.1)
+            self._new_frame.clear()
+            while not self._stop_worker.is_set() and self._step():
+                pass
+
+    def _next_frame(self, track: Track) -> Frame | None:
+        """Oldest unprocessed frame while catching up after init, otherwise the newest one."""
+        pending = self._buffer.after(track.last_seq)
+        if not pending:
+            return None
+        if pending[0].seq <= track.catch_up_until:
+            return pending[0]
+        return pending[-1]
+
+    def _step(self) -> bool:
+        """Track one frame; False when there is nothing to do."""
+        with self._state_lock:
+            track = self._track
+            if track is None or self._tracker is None:
+                return False
+            frame = self._next_frame(track)
+            if frame is None:
+                return False
+            # Frames between the last processed one and this one will never be tracked.
+            self._dropped += frame.seq - track.last_seq - 1
+            try:
+                result = self._tracker.track(frame.rgb)
+            except Exception as exc:  # a backend failure must not kill the node or its state
+                track.last_seq = frame.seq
+                self._last_message = f"inference failed on this frame: {type(exc).__name__}: {exc}"
+                self.get_logger().error(self._last_message, throttle_duration_sec=5.0)
+                return True
+            track.last_seq = frame.seq
+            latency_ms = (time.monotonic() - frame.arrival) * 1000.0
+            self._processed += 1
+            self._latencies_ms.append(latency_ms)
+            self._processed_times.append(time.monotonic())
+            message = self._update_state(track, result.score)
+            box, score = list(result.box), float(result.score)
+        self._det_pub.publish(make_detection(frame.header, box, score, track.label, track.track_id))
+        self._publish_status(frame.header, message, track=track, latency_ms=latency_ms)
+        if self.get_parameter("publish_debug_image").value:
+            self._publish_debug(frame, box, score, track)
+        return True
+
+    def _update_state(self, track: Track, score: float) -> str:
+        """LOST after `lost_patience` frames under `lost_threshold`; back to TRACKING above it."""
+        threshold = self.get_parameter("lost_threshold").value
+        patience = self.get_parameter("lost_patience").value
+        track.score = score
+        if score < threshold:
+            track.low_score_frames += 1
+            if track.state == TrackerStatus.TRACKING and track.low_score_frames >= patience:
+                track.state = TrackerStatus.LOST
+                self._last_message = (
+                    f"target lost: score under {threshold:.2f} for {track.low_score_frames} frames"
+                )
+                self.get_logger().info(self._last_message)
+                return self._last_message
+        else:
+            track.low_score_frames = 0
+            if track.state == TrackerStatus.LOST:
+                track.state = TrackerStatus.TRACKING
+                self._last_message = f"target recovered: score {score:.2f}"
+                self.get_logger().info(self._last_message)
+                return self._last_message
+        return ""
+
+    # ------------------------------------------------------------------ services
+
+    def _on_init(self, request: InitTracker.Request, response: InitTracker.Response) -> InitTracker.Response:
+        response.success = False
+        response.track_id = ""
+        if not self._active:
+            response.message = "refused: the node is not active (lifecycle state must be active)"
+            return response
+        newest = self._buffer.newest()
+        if newest is None:
+            response.message = f"refused: no image received yet on {self._sub.topic_name}"
+            return response
+        stamp_ns = stamp_to_ns(request.stamp)
+        frame = newest if stamp_ns == 0 else self._buffer.find(stamp_ns)
+        if frame is None:
+            response.message = "refused: " + self._describe_missing(stamp_ns)
+            return response
+        try:
+            box = roi_to_xywh(request.roi, frame.width, frame.height)
+        except ValueError as exc:
+            response.message = f"refused: {exc}"
+            return response
+
+        label = request.label or "object"
+        with self._state_lock:
+            if self._tracker is None:
+                response.message = "refused: no model loaded"
+                return response
+            try:
+                self._tracker.initialize(frame.rgb, box)
+            except Exception as exc:  # the tracker state is unknown now: say so and go idle
+                self._track = None
+                response.message = f"initialisation failed, tracker is idle: {type(exc).__name__}: {exc}"
+                self._last_message = response.message
+                return response
+            newest = self._buffer.newest()
+            track = Track(
+                track_id=_new_track_id(),
+                label=label,
+                last_seq=frame.seq,
+                catch_up_until=newest.seq if newest is not None else frame.seq,
+            )
+            self._track = track
+            behind = track.catch_up_until - frame.seq
+            self._last_message = (
+                f"tracking '{label}' as {track.track_id} from frame {frame.stamp_ns} ns; "
+                f"catching up {behind} buffered frame(s)"
+            )
+            response.message = self._last_message
+        self._publish_status(frame.header, self._last_message, track=track)
+        self._new_frame.set()
+        response.success = True
+        response.track_id = track.track_id
+        self.get_logger().info(response.message)
+        return response
+
+    def _describe_missing(self, stamp_ns: int) -> str:
+        span = self._buffer.stamp_range()
+        if span is None:
+            return "no buffered frames"
+        oldest, newest = span
+        if stamp_ns < oldest:
+            return (
+                f"stamp {stamp_ns} ns is older than the oldest buffered frame ({oldest} ns); "
+                f"the buffer holds {self._buffer.capacity} frames (frame_buffer_size)"
+            )
+        if stamp_ns > newest:
+            return f"stamp {stamp_ns} ns is newer than the newest frame received ({newest} ns)"
+        return f"no buffered frame has stamp {stamp_ns} ns (buffer spans {oldest}..{newest} ns)"
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._state_lock:
+            track, self._track = self._track, None
+            self._last_message = f"stopped track {track.track_id}" if track else "already idle"
+        self._publish_status(None, self._last_message)
+        response.success = True
+        response.message = self._last_message
+        return response
+
+    # ------------------------------------------------------------------ outputs
+
+    def _publish_status(self, header, message: str, track: Track | None = None, latency_ms: float = 0.0) -> None:
+        if not self._output_pubs:
+            return
+        msg = TrackerStatus()
+        if header is not None:
+            msg.header = header
+        else:
+            msg.header.stamp = self.get_clock().now().to_msg()
+        if track is None:
+            track = self._track
+        if track is not None:
+            msg.state = track.state
+            msg.track_id = track.track_id
+            msg.label = track.label
+            msg.score = float(track.score)
+        else:
+            msg.state = TrackerStatus.IDLE
+        msg.latency_ms = float(latency_ms)
+        msg.frames_processed = self._processed
+        msg.frames_dropped = self._dropped
+        msg.frames_rejected = self._rejected
+        msg.backend = self.settings.backend
+        msg.device = self.settings.device
+        msg.message = message
+        self._status_pub.publish(msg)
+
+    def _publish_debug(self, frame: Frame, box, score: float, track: Track) -> None:
+        canvas = np.array(frame.rgb)  # writable copy; the buffered frame stays untouched
+        state = STATE_NAMES[track.state]
+        draw_box(canvas, box, f"{track.label} {score:.2f}", STATE_COLOURS[state])
+        draw_banner(canvas, f"{state} {track.track_id}  dropped {self._dropped}")
+        self._debug_pub.publish(rgb_to_image(canvas, frame.header))
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+
+        def rate(times: deque) -> float:
+            recent = [t for t in times if now - t <= 5.0]
+            return len(recent) / 5.0
+
+        lat = np.array(self._latencies_ms) if self._latencies_ms else np.zeros(1)
+        track = self._track
+        state = STATE_NAMES[track.state] if track else "IDLE"
+        status = DiagnosticStatus()
+        status.name = f"{self.get_fully_qualified_name()}: tracker"
+        status.hardware_id = f"{self.settings.backend}/{self.settings.device}"
+        if state == "LOST":
+            status.level, status.message = DiagnosticStatus.WARN, "target lost"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, state.lower()
+        values = {
+            "state": state,
+            "track_id": track.track_id if track else "",
+            "input_rate_hz": f"{rate(self._received_times):.2f}",
+            "processed_rate_hz": f"{rate(self._processed_times):.2f}",
+            "latency_ms_p50": f"{float(np.percentile(lat, 50)):.2f}",
+            "latency_ms_max": f"{float(lat.max()):.2f}",
+            "frames_received": str(self._received),
+            "frames_processed": str(self._processed),
+            "frames_dropped": str(self._dropped),
+            "frames_rejected": str(self._rejected),
+            "subscription_reliability": self._sub_reliability.name.lower() if self._sub_reliability else "",
+            "last_message": self._last_message,
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self._diag_pub.publish(array)
+
+
+def spin_node(node: TrackerNode) -> None:
+    """Spin with enough threads that services answer while images keep arriving."""
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    finally:
+        executor.shutdown()

@@ -1,0 +1,94 @@
+"""Entry point of the ``tracker_node`` executable (node name ``mixformer_tracker``).
+
+    python -m mixformer_ros.tracker_node --ros-args -p checkpoint:=model.pth.tar -r image:=/camera/image_raw
+
+The node configures and activates itself unless ``autostart:=false`` (then drive it with
+lifecycle transitions). A model that cannot be loaded ends the process with exit code 1.
+
+Before ROS starts, this sets a Fast DDS profile that lets frames from best-effort cameras in
+other processes through (see mixformer_ros/ros/fastdds_large_images.xml and docs/node.md).
+Set MIXFORMER_DDS_PROFILE=none to keep Fast DDS defaults, or to a file of your own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+PROFILE_ENV = "MIXFORMER_DDS_PROFILE"
+_PROFILE_DIR = Path(__file__).resolve().parent / "ros"
+DEFAULT_PROFILE = _PROFILE_DIR / "fastdds_large_images.xml"
+LOCALHOST_PROFILE = _PROFILE_DIR / "fastdds_large_images_localhost.xml"
+
+
+def apply_dds_profile(environ=os.environ) -> str | None:
+    """Point Fast DDS at our participant profile unless the user configured Fast DDS already.
+
+    Must run before rclpy.init(), which creates the DDS participant. Under
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, rmw_fastrtps would override the profile's
+    transports, so the localhost variant takes over that job and rmw is told to leave the
+    participant alone (SYSTEM_DEFAULT); discovery still stays on the loopback interface.
+    """
+    choice = environ.get(PROFILE_ENV, "")
+    if choice.lower() == "none":
+        return None
+    if environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") not in ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"):
+        return None
+    user_config = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+    if not choice and any(environ.get(k) for k in user_config):
+        return None
+    discovery = environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper()
+    if discovery == "OFF":
+        return None
+    localhost = discovery == "LOCALHOST" or environ.get("ROS_LOCALHOST_ONLY") == "1"
+    profile = choice or str(LOCALHOST_PROFILE if localhost else DEFAULT_PROFILE)
+    if not Path(profile).is_file():
+        logging.getLogger(__name__).warning("Fast DDS profile %s not found; keeping Fast DDS defaults", profile)
+        return None
+    if localhost:
+        environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+        environ.pop("ROS_LOCALHOST_ONLY", None)
+    environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+    return profile
+
+
+def main(args: list[str] | None = None) -> int:
+    profile = apply_dds_profile()
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from mixformer_ros.ros.node import TrackerNode, spin_node
+
+    # Library code logs through `logging` (model loading, untrained-weight warnings).
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args if args is not None else sys.argv)
+    # SIGTERM (docker stop, launch's escalation) ends the node as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    node = TrackerNode()
+    if profile:
+        node.get_logger().info(f"Fast DDS profile: {profile}")
+    try:
+        if node.settings.autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("configure failed; exiting (see the error above)")
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("activate failed; exiting")
+                return 1
+        spin_node(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

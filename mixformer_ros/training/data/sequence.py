@@ -1,0 +1,93 @@
+"""The sequence abstraction every reader returns: frame paths plus boxes, images read lazily."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class FrameReadError(RuntimeError):
+    """A frame file is missing or cannot be decoded; the sampler skips it and counts it."""
+
+
+class Sequence:
+    """A tracking sequence: N frames, (N, 4) boxes x,y,w,h in pixels and an (N,) visibility mask."""
+
+    name: str
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def boxes(self) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def visible(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def frame(self, index: int) -> np.ndarray:
+        """RGB uint8 (H, W, 3) image of frame `index`; raises FrameReadError when unreadable."""
+        raise NotImplementedError
+
+
+def valid_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Frames whose box is finite and has positive area."""
+    return np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+
+
+def read_image_rgb(path: Path) -> np.ndarray:
+    """Decode one image file as RGB uint8; a clear FrameReadError instead of OpenCV's None."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FrameReadError(f"cannot read frame {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class FileSequence(Sequence):
+    """A sequence stored as one image file per frame (GOT-10k, LaSOT, TrackingNet, OTB)."""
+
+    def __init__(self, name: str, frames: list[Path], boxes: np.ndarray, visible: np.ndarray | None = None):
+        if len(frames) != len(boxes):
+            raise ValueError(f"{name}: {len(frames)} frames but {len(boxes)} boxes")
+        self.name = name
+        self._frames = frames
+        self._boxes = boxes.astype(np.float32)
+        ok = valid_boxes(self._boxes)
+        self._visible = ok if visible is None else (visible.astype(bool) & ok)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self._boxes
+
+    @property
+    def visible(self) -> np.ndarray:
+        return self._visible
+
+    def frame(self, index: int) -> np.ndarray:
+        return read_image_rgb(self._frames[index])
+
+
+class SkipCounter:
+    """Thread-safe count of frames that could not be read (reported in logs and checkpoints)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, err: Exception) -> None:
+        with self._lock:
+            self.count += 1
+            n = self.count
+        # Log the first few in full, then only every 100th so a broken dataset does not flood the log.
+        if n <= 5 or n % 100 == 0:
+            log.warning("skipped unreadable frame (%d so far): %s", n, err)

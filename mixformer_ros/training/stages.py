@@ -1,0 +1,243 @@
+"""The three training stages as tasks the Trainer runs: what is trained, and its loss.
+
+* ``SupervisedTask`` (stage ``train``): a sparse MixFormerV2 or the dense teacher, from labels.
+* ``DistillTask`` (stage ``distill``): a sparse student from a frozen teacher. Dense-to-sparse
+  (the teacher's corner maps, marginalised per side, supervise the student's per-side logits with
+  KL) and deep-to-shallow (progressive layer elimination, feature mimicking, MLP-ratio reduction)
+  are the same task with different settings.
+* ``ScoreTask`` (stage ``score``): only the score head learns, with BCE on positive/negative pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+
+from mixformer_ros.model import MixFormerV2, MixFormerV2Config, build_mixformerv2, load_weights, read_checkpoint
+from mixformer_ros.tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+from .config import ConfigError, TrainConfig
+from .elimination import elimination_rate, make_decayable, prune_layers, reduce_mlp, set_residual_scale
+from .losses import (ciou_loss, cxcywh_to_xyxy, feature_mimic_loss, giou_loss, score_loss, side_distribution_kl,
+                     side_label_loss)
+from .teachers import DENSE_TEACHER_FORMAT, DenseTeacher
+
+log = logging.getLogger(__name__)
+
+
+def normalise(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 (B, 3, H, W) crops -> float inputs normalised like the tracker's preprocessing."""
+    mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return tuple(
+        (batch[k].to(device, non_blocking=True).float() / 255.0 - mean) / std
+        for k in ("template", "online_template", "search")
+    )
+
+
+def load_network(path: str, kind: str = "mixformerv2") -> nn.Module:
+    """A sparse MixFormerV2 or a dense teacher from one of our (or an official) checkpoint files."""
+    state_dict, config, extra = read_checkpoint(path)
+    file_kind = "dense" if extra.get("format") == DENSE_TEACHER_FORMAT else "mixformerv2"
+    if file_kind != kind:
+        raise ConfigError(f"{path} holds a {file_kind} network, but a {kind} network was asked for")
+    if kind == "dense":
+        net = DenseTeacher(MixFormerV2Config.from_dict(extra["config"]))
+        net.load_state_dict(state_dict, strict=True)
+        return net
+    from mixformer_ros.model.checkpoint import config_from_state_dict
+
+    net = build_mixformerv2(config or config_from_state_dict(state_dict))
+    load_weights(net, state_dict, path)
+    return net
+
+
+def box_losses(pred: torch.Tensor, gt: torch.Tensor, cfg: TrainConfig,
+               side_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Weighted L1 + GIoU (+ CIoU, + per-side label loss) between (B, 4) cx,cy,w,h boxes."""
+    w = cfg.loss
+    p_xyxy, g_xyxy = cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt)
+    l1 = (p_xyxy - g_xyxy).abs().mean()
+    # An untrained head can put the right side left of the left side; (G/C)IoU see such a box as a
+    # point at its centre (L1 alone untangles the sides) instead of rewarding the inversion.
+    p_xyxy = cxcywh_to_xyxy(torch.cat([pred[:, :2], pred[:, 2:].clamp(min=0)], dim=1))
+    giou, iou = giou_loss(p_xyxy, g_xyxy)
+    loss = w.l1 * l1 + w.giou * giou
+    stats = {"l1": l1.item(), "giou": giou.item(), "iou": iou.mean().item()}
+    if w.ciou > 0:
+        ciou = ciou_loss(p_xyxy, g_xyxy)
+        loss = loss + w.ciou * ciou
+        stats["ciou"] = ciou.item()
+    if w.side_label > 0 and side_logits is not None:
+        side = side_label_loss(side_logits.float(), g_xyxy)
+        loss = loss + w.side_label * side
+        stats["side_label"] = side.item()
+    return loss, stats
+
+
+class Task:
+    """What a stage trains (``model``), how its loss is computed, and what it finally saves."""
+
+    model: nn.Module
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def set_progress(self, progress: float) -> None:
+        """Called before each step with the fraction of training done (schedules hook in here)."""
+
+    def loss(self, net: nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def export(self) -> tuple[nn.Module, dict]:
+        """The network to save as the stage's result, plus extra checkpoint fields."""
+        return self.model, {}
+
+    def to(self, device: torch.device) -> "Task":
+        self.model.to(device)
+        return self
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+class SupervisedTask(Task):
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        if cfg.model.kind == "dense":
+            self.model = (load_network(cfg.model.init_checkpoint, "dense") if cfg.model.init_checkpoint
+                          else DenseTeacher(cfg.model.network))
+        else:
+            self.model = (load_network(cfg.model.init_checkpoint) if cfg.model.init_checkpoint
+                          else build_mixformerv2(cfg.model.network))
+            # The score head learns in its own stage, on positive and negative pairs.
+            _freeze(self.model.score_head)
+        self.model.train()
+
+    def loss(self, net, batch, device):
+        t, ot, s = normalise(batch, device)
+        out = net(t, ot, s)
+        return box_losses(out["pred_boxes"][:, 0].float(), batch["search_box"].to(device), self.cfg,
+                          out.get("side_logits", out.get("corner_side_logits")))
+
+    def export(self):
+        if self.cfg.model.kind == "dense":
+            return self.model, {"format": DENSE_TEACHER_FORMAT}
+        return self.model, {}
+
+
+class _TokenTap:
+    """Records the output tokens of chosen blocks during a forward pass (forward hooks)."""
+
+    def __init__(self, blocks: nn.Sequential, layers: list[int]):
+        self.outputs: dict[int, torch.Tensor] = {}
+        for i in layers:
+            blocks[i].register_forward_hook(self._hook(i))
+
+    def _hook(self, i: int):
+        def hook(_module, _inputs, output):
+            self.outputs[i] = output
+        return hook
+
+
+class DistillTask(Task):
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        d = cfg.distill
+        self.teacher = load_network(cfg.teacher.checkpoint, cfg.teacher.kind).eval()
+        _freeze(self.teacher)
+        self.model = self._build_student()
+        _freeze(self.model.score_head)
+        self.decaying = make_decayable(self.model, d.eliminate) if d.eliminate else []
+        if d.mimic and cfg.teacher.kind != "mixformerv2":
+            raise ConfigError("distill.mimic needs a MixFormerV2 teacher (matching token layout)")
+        self.student_tap = _TokenTap(self.model.backbone.blocks, [p[0] for p in d.mimic])
+        self.teacher_tap = _TokenTap(self.teacher.backbone.blocks, [p[1] for p in d.mimic])
+        self.rate = 1.0
+        self.model.train()
+
+    def _build_student(self) -> MixFormerV2:
+        cfg, d = self.cfg, self.cfg.distill
+        if cfg.model.init_checkpoint:
+            return load_network(cfg.model.init_checkpoint)
+        if d.init_from_teacher and self.cfg.teacher.kind == "mixformerv2":
+            sd, net_cfg = self.teacher.state_dict(), self.teacher.config
+            if d.student_mlp_ratio is not None and d.student_mlp_ratio != net_cfg.mlp_ratio:
+                sd, net_cfg = reduce_mlp(sd, net_cfg, d.student_mlp_ratio)
+            student = build_mixformerv2(net_cfg)
+            load_weights(student, sd, "teacher")
+            return student
+        return build_mixformerv2(cfg.model.network)
+
+    def to(self, device):
+        self.teacher.to(device)
+        return super().to(device)
+
+    def set_progress(self, progress):
+        if self.decaying:
+            d = self.cfg.distill
+            self.rate = elimination_rate(progress, d.decay_start, d.decay_end, d.decay_shape)
+            set_residual_scale(self.decaying, self.rate)
+
+    def loss(self, net, batch, device):
+        w = self.cfg.loss
+        t, ot, s = normalise(batch, device)
+        with torch.no_grad():
+            t_out = self.teacher(t, ot, s)
+        out = net(t, ot, s)
+        loss, stats = box_losses(out["pred_boxes"][:, 0].float(), batch["search_box"].to(device), self.cfg,
+                                 out["side_logits"])
+        if w.kl > 0:
+            kl = side_distribution_kl(out["side_logits"].float(), {k: v.float() for k, v in t_out.items() if k.startswith("prob_")})
+            loss = loss + w.kl * kl
+            stats["kl"] = kl.item()
+        if self.cfg.distill.mimic and w.feature > 0:
+            feat = sum(
+                feature_mimic_loss(self.student_tap.outputs[si].float(), self.teacher_tap.outputs[ti].float())
+                for si, ti in self.cfg.distill.mimic
+            ) / len(self.cfg.distill.mimic)
+            loss = loss + w.feature * feat
+            stats["feature"] = feat.item()
+        stats["elimination_rate"] = self.rate
+        return loss, stats
+
+    def export(self):
+        """The student with the eliminated layers dropped and the rest renumbered."""
+        if not self.decaying:
+            return self.model, {}
+        if self.rate != 0.0:
+            log.warning("exporting with elimination rate %.3f > 0: the pruned network differs from the trained one",
+                        self.rate)
+        keep = [i for i in range(self.model.config.depth) if i not in set(self.cfg.distill.eliminate)]
+        sd, net_cfg = prune_layers(self.model.state_dict(), self.model.config, keep)
+        pruned = build_mixformerv2(net_cfg)
+        load_weights(pruned, {k: v.detach().cpu() for k, v in sd.items()}, "pruned student")
+        return pruned, {"eliminated_layers": list(self.cfg.distill.eliminate)}
+
+
+class ScoreTask(Task):
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.model = load_network(cfg.model.init_checkpoint)
+        _freeze(self.model)
+        for p in self.model.score_head.parameters():
+            p.requires_grad_(True)
+        # Frozen backbone and box head stay in eval mode; only the score head trains.
+        self.model.eval()
+        self.model.score_head.train()
+
+    def loss(self, net, batch, device):
+        t, ot, s = normalise(batch, device)
+        out = net(t, ot, s)
+        labels = batch["label"].to(device)
+        loss = self.cfg.loss.score * score_loss(out["pred_scores"].float(), labels)
+        acc = ((out["pred_scores"] > 0).float() == labels).float().mean()
+        return loss, {"bce": loss.item() / max(self.cfg.loss.score, 1e-12), "score_acc": acc.item()}
+
+
+def build_task(cfg: TrainConfig) -> Task:
+    return {"train": SupervisedTask, "distill": DistillTask, "score": ScoreTask}[cfg.stage](cfg)

@@ -1,0 +1,68 @@
+"""The dense-head teacher for dense-to-sparse distillation: a MixViT-style network.
+
+It shares the MixFormerV2 backbone (same module, same weights layout under ``backbone.``) but
+predicts the box from the search tokens with a convolutional corner head: two heatmaps, top-left
+and bottom-right, over the same bin grid the sparse student uses. Marginalising those heatmaps
+gives per-side distributions that the student's prediction tokens learn to match.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mixformer_ros.model import MixFormerV2Config
+from mixformer_ros.model.network import Backbone
+
+from .losses import corner_maps_to_side_probs
+
+DENSE_TEACHER_FORMAT = "mixformer_ros/dense-teacher/1"
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class CornerHead(nn.Module):
+    """Search feature map (B, C, h, w) -> corner logits (B, 2, bins, bins), top-left then bottom-right."""
+
+    def __init__(self, dim: int, num_bins: int, channels: int = 64):
+        super().__init__()
+        self.num_bins = num_bins
+        self.tower = nn.Sequential(_conv_bn_relu(dim, channels), _conv_bn_relu(channels, channels // 2))
+        self.out = nn.Conv2d(channels // 2, 2, 1)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        logits = self.out(self.tower(feat))  # (B, 2, h, w)
+        return F.interpolate(logits, size=(self.num_bins, self.num_bins), mode="bilinear", align_corners=False)
+
+
+class DenseTeacher(nn.Module):
+    """MixViT-style teacher: MixFormerV2 backbone + corner head. Same forward signature and the
+    same output keys (pred_boxes, prob_l/t/r/b) as the sparse network, plus corner_logits."""
+
+    def __init__(self, cfg: MixFormerV2Config):
+        super().__init__()
+        self.config = cfg
+        self.backbone = Backbone(cfg)
+        self.corner_head = CornerHead(cfg.embed_dim, cfg.num_bins)
+        self.backbone.reset_position_tables()
+        nn.init.trunc_normal_(self.backbone.reg_tokens, std=0.02)
+        # Bin positions normalised to the search crop, matching the sparse head's BoxHead.
+        self.register_buffer("bin_positions", torch.arange(cfg.num_bins) / cfg.num_bins, persistent=False)
+
+    def forward(self, template: torch.Tensor, online_template: torch.Tensor, search: torch.Tensor) -> dict:
+        cfg = self.config
+        tokens = self.backbone(template, online_template, search)  # (B, 2*Nt + Ns + 4, C)
+        start = 2 * cfg.template_tokens
+        s = tokens[:, start:start + cfg.search_tokens]  # (B, Ns, C)
+        grid = cfg.search_size // cfg.patch_size
+        feat = s.transpose(1, 2).reshape(s.shape[0], -1, grid, grid)  # (B, C, h, w)
+        corner_logits = self.corner_head(feat)  # (B, 2, bins, bins)
+        out = corner_maps_to_side_probs(corner_logits)
+        pos = self.bin_positions
+        x0, y0, x1, y1 = ((out[f"prob_{s}"] * pos).sum(-1) for s in ("l", "t", "r", "b"))  # each (B,)
+        out["pred_boxes"] = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1).unsqueeze(1)  # (B, 1, 4)
+        out["corner_logits"] = corner_logits
+        return out

@@ -1,0 +1,296 @@
+"""The training loop: data, DDP, mixed precision, clipping, resumable checkpoints, logging.
+
+Runs the same on one CPU process and under ``torchrun`` on many GPUs. Sample ``i`` of epoch ``e``
+is drawn from a generator seeded by (seed, e, i), and each process takes its share of the same
+shuffled index list, so the global batch - and with it the result - does not depend on the
+number of processes, and a resumed run continues with exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from mixformer_ros.model import read_checkpoint, save_checkpoint
+
+from .config import TrainConfig
+from .data import (COCOReader, GOT10kReader, LaSOTReader, OTBReader, PairDataset, PairSampler, SamplerConfig,
+                   SyntheticDataset, TrackingNetReader)
+from .stages import Task, build_task
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "checkpoints/last.pth.tar"
+FINAL_CHECKPOINT = "model.pth.tar"
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> DistEnv:
+    """Join the process group torchrun (or a test) described in the environment, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistEnv()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[list, list[float]]:
+    """The readers and sampling weights named by the config (paths were checked by validate)."""
+    datasets, weights = [], []
+    for spec in cfg.data.datasets:
+        if spec.type == "otb":
+            ds = OTBReader(spec.root, spec.sequences)
+        elif spec.type == "got10k":
+            ds = GOT10kReader(spec.root, spec.split or "train", spec.sequences)
+        elif spec.type == "lasot":
+            ds = LaSOTReader(spec.root, spec.sequences)
+        elif spec.type == "trackingnet":
+            ds = TrackingNetReader(spec.root, spec.chunks, spec.sequences)
+        else:
+            ds = COCOReader(spec.root, spec.split or "train2017")
+        datasets.append(ds)
+        weights.append(spec.weight)
+    if cfg.data.synthetic is not None:
+        datasets.append(SyntheticDataset(cfg.data.synthetic))
+        weights.append(cfg.data.synthetic_weight)
+    return datasets, weights
+
+
+class _ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start part-way into an epoch (after `skip` of this rank's indices)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def __iter__(self):
+        it = super().__iter__()
+        for _ in range(self.skip):
+            next(it)
+        return it
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Data workers decode and crop; one thread each keeps them from fighting the training step."""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def _lr_factor(step: int, total: int, cfg) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return 0.1 if step >= cfg.lr_drop * total else 1.0
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, device: str = "auto", resume: bool = True, max_steps: int | None = None):
+        self.cfg = cfg
+        kind = "cuda" if (device == "auto" and torch.cuda.is_available()) or device.startswith("cuda") else "cpu"
+        self.env = init_distributed(kind)
+        self.device = torch.device(f"cuda:{self.env.local_rank}" if kind == "cuda" else "cpu")
+        if kind == "cuda":
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(cfg.seed)
+        self.out_dir = Path(cfg.output_dir)
+        self.max_steps = max_steps
+
+        self.task: Task = build_task(cfg).to(self.device)
+        params = self.task.trainable_parameters()
+        if not params:
+            raise ValueError("nothing to train: every parameter is frozen")
+        self.net = self.task.model
+        if self.env.world_size > 1:
+            self.net = DistributedDataParallel(self.task.model, device_ids=[self.device.index] if kind == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+        datasets, weights = build_datasets(cfg)
+        sampler_cfg = cfg.data.sampler
+        self.dataset = PairDataset(PairSampler(datasets, weights, sampler_cfg), cfg.data.crop,
+                                   cfg.data.samples_per_epoch, cfg.seed)
+        self.sampler = _ResumableSampler(self.dataset, num_replicas=self.env.world_size, rank=self.env.rank,
+                                         shuffle=True, seed=cfg.seed, drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // cfg.optim.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError("samples_per_epoch / (processes * batch_size) < 1: no full batch per epoch")
+        self.total_steps = cfg.optim.epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: _lr_factor(step, self.total_steps, cfg.optim))
+
+        amp_on = cfg.optim.amp == "on" or (cfg.optim.amp == "auto" and kind == "cuda")
+        self.amp_dtype = None
+        if amp_on:
+            self.amp_dtype = torch.bfloat16 if (kind == "cpu" or torch.cuda.is_bf16_supported()) else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        self.global_step = 0
+        self.skipped_frames = 0
+        self.writer = None
+        self._tensorboard = cfg.tensorboard
+        if resume:
+            self._maybe_resume()
+
+    def _param_groups(self) -> list[dict]:
+        """Heads at the base learning rate, the backbone at base * backbone_lr_scale."""
+        backbone, heads = [], []
+        for name, p in self.task.model.named_parameters():
+            if p.requires_grad:
+                (backbone if name.startswith("backbone.") else heads).append(p)
+        groups = [{"params": heads, "lr": self.cfg.optim.lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.cfg.optim.lr * self.cfg.optim.backbone_lr_scale})
+        return [g for g in groups if g["params"]]
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def _state_extra(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "global_step": self.global_step,
+            "skipped_frames": self.skipped_frames,
+            "training": self.cfg.to_dict(),
+        }
+
+    def save_resumable(self) -> None:
+        if self.env.is_main:
+            save_checkpoint(self.out_dir / LAST_CHECKPOINT, self.task.model, **self._state_extra())
+
+    def _maybe_resume(self) -> None:
+        path = self.out_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            return
+        state_dict, _, extra = read_checkpoint(path)
+        self.task.model.load_state_dict(state_dict, strict=True)
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.scaler.load_state_dict(extra["scaler"])
+        self.global_step = int(extra["global_step"])
+        self.skipped_frames = int(extra.get("skipped_frames", 0))
+        log.info("resumed from %s at step %d/%d", path, self.global_step, self.total_steps)
+
+    def save_final(self) -> Path:
+        path = self.out_dir / FINAL_CHECKPOINT
+        if self.env.is_main:
+            model, extra = self.task.export()
+            save_checkpoint(path, model, training=self.cfg.to_dict(), global_step=self.global_step,
+                            skipped_frames=self.skipped_frames, **extra)
+            log.info("saved %s", path)
+        return path
+
+    # ----- loop --------------------------------------------------------------------------------
+    def _log(self, stats: dict) -> None:
+        if not self.env.is_main:
+            return
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.global_step, **stats}) + "\n")
+        if self.writer is None and self._tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.warning("tensorboard is not installed; logging to metrics.jsonl only")
+                self._tensorboard = False
+            else:
+                self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        if self.writer is not None:
+            for k, v in stats.items():
+                self.writer.add_scalar(f"{self.cfg.stage}/{k}", v, self.global_step)
+
+    def train_step(self, batch: dict) -> dict:
+        self.task.set_progress(self.global_step / self.total_steps)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss, stats = self.task.loss(self.net, batch, self.device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}; lower optim.lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.task.trainable_parameters(),
+                                                                      self.cfg.optim.grad_clip_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.global_step += 1
+        stats["loss"] = loss.item()
+        stats["lr"] = self.scheduler.get_last_lr()[0]
+        return stats
+
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = skip_batches * self.cfg.optim.batch_size
+        workers = self.cfg.data.num_workers
+        return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
+                          num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=_worker_init, prefetch_factor=4 if workers else None)
+
+    def run(self) -> Path:
+        """Train to the end (or max_steps), checkpointing as it goes; returns the final checkpoint path."""
+        if self.env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        end = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
+        bar = tqdm(total=end, initial=self.global_step, disable=not self.env.is_main, desc=self.cfg.stage,
+                   dynamic_ncols=True)
+        t0, running, count = time.time(), {}, 0
+        try:
+            while self.global_step < end:
+                epoch, done_in_epoch = divmod(self.global_step, self.steps_per_epoch)
+                for batch in self._loader(epoch, done_in_epoch):
+                    self.skipped_frames += int(batch.pop("skipped").sum())
+                    stats = self.train_step(batch)
+                    for k, v in stats.items():
+                        running[k] = running.get(k, 0.0) + v
+                    count += 1
+                    bar.update(1)
+                    if self.global_step % self.cfg.log_every == 0 or self.global_step == end:
+                        avg = {k: v / count for k, v in running.items()}
+                        avg.update(epoch=epoch, skipped_frames=self.skipped_frames, elapsed_s=time.time() - t0)
+                        self._log(avg)
+                        bar.set_postfix(loss=f"{avg['loss']:.3f}", iou=f"{avg.get('iou', float('nan')):.2f}")
+                        running, count = {}, 0
+                    if self.global_step % self.cfg.checkpoint_every == 0:
+                        self.save_resumable()
+                    if self.global_step >= end:
+                        break
+                self.save_resumable()
+        except KeyboardInterrupt:
+            log.warning("interrupted at step %d; saving a resumable checkpoint", self.global_step)
+            self.save_resumable()
+            raise
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        if self.global_step >= self.total_steps:
+            return self.save_final()
+        return self.out_dir / LAST_CHECKPOINT

@@ -1,0 +1,29 @@
+"""The PyTorch backend's CPU fast path: bf16 autocast (oneDNN) stays close to the fp32 fixture run."""
+import numpy as np
+import pytest
+
+from parity import fixture_state_dict, load_npz, video_rgb
+from mixformer_ros.backends import create_backend
+from mixformer_ros.model import build_mixformerv2
+from mixformer_ros.tracking import build_tracker
+
+
+def test_bf16_autocast_on_cpu_tracks_within_a_pixel_of_fp32():
+    ref = load_npz("tracker_S.npz")["real__out_boxes_xywh"]
+    trk = build_tracker(state_dict=fixture_state_dict("S"), backend="torch", precision="bf16")
+    assert trk.backend.precision == "bf16" and trk.backend.device == "cpu"
+    frames, init_box = video_rgb()
+    trk.initialize(frames[0], init_box)
+    boxes = np.array([init_box] + [trk.track(f).box for f in frames[1:]])
+    assert np.all(np.isfinite(boxes))
+    np.testing.assert_allclose(boxes, ref, rtol=0, atol=1.0)  # measured: <= 0.2 px on this video
+
+
+def test_torch_backend_rejects_unknown_precision_and_onnx_options():
+    net = build_mixformerv2("S")
+    with pytest.raises(ValueError, match="unknown precision"):
+        create_backend("torch", net, precision="int8")
+    with pytest.raises(ValueError, match="do not apply"):
+        create_backend("torch", net, onnx_model="x")
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("tensorflow", net)

@@ -1,0 +1,127 @@
+"""The launch file and the YAML configs agree with the node (launch_ros is not installable here).
+
+The launch file is checked statically (it parses, declares every documented argument with a
+description, and passes only parameters the node declares); each config file's keys are node
+parameters, and the S/CPU config starts a real node through the installed ``tracker_node``
+launcher with the same remapping the launch file applies.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+import yaml
+
+from mixformer_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS
+from node_harness import Client, NodeProcess
+from paths import REPO_ROOT, VENV_PYTHON
+
+LAUNCH_FILE = REPO_ROOT / "launch" / "tracker.launch.py"
+CONFIGS = [REPO_ROOT / "config" / "mixformerv2_s_cpu.yaml", REPO_ROOT / "config" / "mixformerv2_b_gpu.yaml"]
+EXPECTED_ARGUMENTS = {
+    "variant", "backend", "device", "checkpoint", "image_topic", "compressed",
+    "namespace", "use_sim_time", "params_file", "rviz",
+}
+DOMAIN = 45
+
+
+def _launch_tree():
+    return ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+
+
+def _declared_arguments():
+    """name -> {keyword: literal or None} for every DeclareLaunchArgument(...) call."""
+    found = {}
+    for node in ast.walk(_launch_tree()):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
+            name = ast.literal_eval(node.args[0])
+            kwargs = {}
+            for kw in node.keywords:
+                try:
+                    kwargs[kw.arg] = ast.literal_eval(kw.value)
+                except ValueError:
+                    kwargs[kw.arg] = None  # a substitution or a computed path
+            found[name] = kwargs
+    return found
+
+
+def test_launch_file_declares_documented_arguments():
+    args = _declared_arguments()
+    assert set(args) == EXPECTED_ARGUMENTS
+    for name, kwargs in args.items():
+        assert kwargs.get("description"), f"{name} has no description"
+        assert "default_value" in kwargs, f"{name} has no default"
+        if kwargs.get("choices") is not None:
+            assert kwargs["default_value"] in kwargs["choices"], name
+    variant_choices = set(args["variant"]["choices"]) - {""}
+    backend_choices = set(args["backend"]["choices"]) - {""}
+    specs = {p.name: p for p in PARAMETERS}
+    assert variant_choices == set(specs["variant"].choices)
+    assert backend_choices == set(specs["backend"].choices)
+
+
+def test_launch_file_passes_only_node_parameters():
+    tree = _launch_tree()
+    passed = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_PARAMETER_ARGUMENTS" for t in node.targets):
+            passed = ast.literal_eval(node.value)
+    assert passed, "NODE_PARAMETER_ARGUMENTS not found"
+    assert set(passed) <= set(PARAMETER_NAMES)
+    assert set(passed) <= EXPECTED_ARGUMENTS
+    # The node is started by its installed executable name, under its own node name.
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
+    tracker = [c for c in calls if any(k.arg == "executable" and ast.literal_eval(k.value) == "tracker_node" for k in c.keywords)]
+    assert len(tracker) == 1
+    kws = {k.arg: k.value for k in tracker[0].keywords}
+    assert ast.literal_eval(kws["name"]) == "mixformer_tracker"
+    assert getattr(kws["package"], "id", None) == "PACKAGE"
+    package = [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "PACKAGE"]
+    assert ast.literal_eval(package[0].value) == "mixformer_ros"
+    # use_sim_time is the one non-tracker parameter it sets; rclpy declares it on every node.
+    assert "use_sim_time" in ast.unparse(tree)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_config_keys_are_node_parameters(config):
+    data = yaml.safe_load(config.read_text())
+    params = data["/**"]["ros__parameters"]
+    assert set(params) <= set(PARAMETER_NAMES), set(params) - set(PARAMETER_NAMES)
+    specs = {p.name: p for p in PARAMETERS}
+    for name, value in params.items():
+        assert type(value) is type(specs[name].default), f"{name}: {value!r} has the wrong type"
+    assert (params["variant"], params["device"]) == (("S", "cpu") if "s_cpu" in config.name else ("B", "cuda"))
+
+
+def test_rviz_config_shows_the_debug_image():
+    rviz = yaml.safe_load((REPO_ROOT / "config" / "tracker.rviz").read_text())
+    topics = [d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"] if d["Class"].endswith("/Image")]
+    assert "/mixformer_tracker/debug_image" in topics
+
+
+def test_installed_launcher_runs_with_the_cpu_config(tmp_path):
+    launcher = VENV_PYTHON.parent.parent / "lib" / "mixformer_ros" / "tracker_node"
+    assert launcher.is_file(), "scripts/setup.sh installs lib/mixformer_ros/tracker_node"
+    node = NodeProcess(
+        DOMAIN,
+        {"publish_debug_image": False},
+        tmp_path,
+        namespace="/launched",
+        remap={"image": "/camera/image_raw"},
+        params_file=REPO_ROOT / "config" / "mixformerv2_s_cpu.yaml",
+        executable=[str(launcher)],
+    )
+    client = Client(DOMAIN, namespace="/launched")
+    try:
+        client.wait_for_services()
+        subscriptions = client.node.get_subscriber_names_and_types_by_node("mixformer_tracker", "/launched")
+        assert ("/camera/image_raw", ["sensor_msgs/msg/Image"]) in subscriptions
+        reply = client.init([0, 0, 10, 10])
+        assert not reply.success and "/camera/image_raw" in reply.message
+    finally:
+        client.close()
+        code = node.stop()
+        print(node.log())
+    assert code == 0
+    assert "UNTRAINED" in node.log()  # the shipped config has no checkpoint and says so

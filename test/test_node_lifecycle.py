@@ -1,0 +1,106 @@
+"""Lifecycle behaviour: a bad model file stops the node with a clear error; transitions by service work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+
+from conftest import ros_subprocess_env
+from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
+from paths import REPO_ROOT
+
+DOMAIN = 44
+pytestmark = pytest.mark.timeout(240)
+
+
+def _run_to_exit(args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mixformer_ros.tracker_node", "--ros-args", *args]
+    return subprocess.run(
+        cmd, cwd=REPO_ROOT, env=ros_subprocess_env(DOMAIN), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_missing_checkpoint_exits_nonzero_naming_the_file(tmp_path):
+    missing = tmp_path / "nowhere" / "model.pth.tar"
+    result = _run_to_exit(["-p", f"checkpoint:={missing}"])
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "cannot load the tracker model" in out and str(missing) in out
+
+
+def test_corrupt_checkpoint_exits_nonzero(tmp_path):
+    corrupt = tmp_path / "corrupt.pth.tar"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    result = _run_to_exit(["-p", f"checkpoint:={corrupt}"])
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "cannot load the tracker model" in out and "corrupt.pth.tar" in out
+
+
+def test_bad_parameter_value_refuses_to_configure():
+    result = _run_to_exit(["-p", "backend:=tensorrt"])
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "backend='tensorrt' is not one of torch, onnxruntime" in out
+
+
+def test_lifecycle_transitions_by_service(tmp_path):
+    node = NodeProcess(DOMAIN, {"autostart": False, "frame_buffer_size": 5}, tmp_path)
+    client = Client(DOMAIN)
+    base = f"{client.ns}/mixformer_tracker"
+    get_state = client.node.create_client(GetState, f"{base}/get_state")
+    change = client.node.create_client(ChangeState, f"{base}/change_state")
+    try:
+        assert get_state.wait_for_service(timeout_sec=60) and change.wait_for_service(timeout_sec=10)
+
+        def state():
+            return client._call(get_state, GetState.Request(), 30).current_state.id
+
+        def transition(tid):
+            req = ChangeState.Request()
+            req.transition.id = tid
+            return client._call(change, req, 120).success
+
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert transition(Transition.TRANSITION_CONFIGURE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        client.wait_for_services(30)
+        reply = client.init([1, 1, 5, 5])
+        assert not reply.success and "not active" in reply.message
+
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        assert state() == State.PRIMARY_STATE_ACTIVE
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        frame[40:80, 60:100] = (250, 30, 30)
+        pub = client.publisher()
+        client.wait_for_subscriber(pub)
+        client.ensure_delivery(lambda: pub.publish(image_msg(frame, "rgb8", stamp(0))), stamp(0))
+        reply = client.init([60, 40, 40, 40], stamp(0))
+        assert reply.success, reply.message
+        pub.publish(image_msg(frame, "rgb8", stamp(1)))
+        wait_until(lambda: client.snapshot()[0], 30, "a detection while active")
+
+        # Deactivate: processing stops, the model and frames are released, init is refused.
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        reply = client.init([60, 40, 40, 40])
+        assert not reply.success and "not active" in reply.message
+
+        # Activate again reloads the model; the buffer starts empty.
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        reply = client.init([60, 40, 40, 40])
+        assert not reply.success and "no image received yet" in reply.message
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        assert transition(Transition.TRANSITION_CLEANUP)
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.alive()
+    finally:
+        client.close()
+        code = node.stop()
+        print(node.log())
+    assert code == 0

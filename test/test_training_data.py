@@ -1,0 +1,124 @@
+"""Training data: readers on each dataset layout, the pair sampler, crops, and unreadable frames."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from mixformer_ros.tracking.geometry import map_box_back, sample_target
+from mixformer_ros.training.data import (COCOReader, CropConfig, DataPathError, GOT10kReader, LaSOTReader, OTBReader,
+                                         PairDataset, PairSampler, SamplerConfig, SyntheticConfig, SyntheticDataset,
+                                         TrackingNetReader)
+from mixformer_ros.training.data.processing import box_in_crop, jitter_box
+from paths import SOT_DIR
+
+SMALL_SYNTH = SyntheticConfig(num_sequences=6, num_frames=20, frame_size=(120, 96), min_object_size=12,
+                              max_object_size=30, seed=11)
+
+
+def _write_frames(folder, n, ext=".jpg", name=lambda i: f"{i + 1:08d}"):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{name(i)}{ext}"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+
+
+def _boxes(n):
+    return "\n".join(f"{10 + i},{8 + i},20,16" for i in range(n)) + "\n"
+
+
+def test_synthetic_sequences_are_deterministic_and_annotated():
+    a, b = SyntheticDataset(SMALL_SYNTH), SyntheticDataset(SMALL_SYNTH)
+    seq = a[2]
+    assert np.array_equal(seq.frame(7), b[2].frame(7)) and np.array_equal(seq.boxes, b[2].boxes)
+    assert seq.frame(0).shape == (96, 120, 3) and seq.frame(0).dtype == np.uint8
+    assert seq.boxes.shape == (20, 4) and (seq.boxes[:, 2:] > 0).all() and seq.visible.dtype == bool
+    assert not np.array_equal(a[0].frame(0), a[1].frame(0))
+
+
+def test_readers_parse_each_layout(tmp_path):
+    got = tmp_path / "got10k" / "train"
+    for name in ("GOT-10k_Train_000001", "GOT-10k_Train_000002"):
+        _write_frames(got / name, 5)
+        (got / name / "groundtruth.txt").write_text(_boxes(5))
+        (got / name / "absence.label").write_text("0\n0\n1\n0\n0\n")
+        (got / name / "cover.label").write_text("8\n8\n0\n8\n8\n")
+    (got / "list.txt").write_text("GOT-10k_Train_000001\nGOT-10k_Train_000002\n")
+    g = GOT10kReader(tmp_path / "got10k")
+    assert len(g) == 2 and g[0].visible.tolist() == [True, True, False, True, True]
+    assert g[1].frame(4).shape == (48, 64, 3)
+
+    lasot = tmp_path / "lasot" / "cat" / "cat-1"
+    _write_frames(lasot / "img", 4)
+    (lasot / "groundtruth.txt").write_text(_boxes(4))
+    (lasot / "full_occlusion.txt").write_text("0,1,0,0")
+    (lasot / "out_of_view.txt").write_text("0,0,0,1")
+    seq = LaSOTReader(tmp_path / "lasot")[0]
+    assert seq.visible.tolist() == [True, False, True, False] and seq.boxes[2].tolist() == [12, 10, 20, 16]
+
+    tn = tmp_path / "trackingnet" / "TRAIN_0"
+    _write_frames(tn / "frames" / "vid_a", 3, name=str)
+    (tn / "anno").mkdir()
+    (tn / "anno" / "vid_a.txt").write_text(_boxes(3))
+    seq = TrackingNetReader(tmp_path / "trackingnet", chunks=[0])[0]
+    assert len(seq) == 3 and seq.frame(2).shape == (48, 64, 3)
+
+    coco = tmp_path / "coco"
+    _write_frames(coco / "train2017", 1, name=lambda i: "000000000001")
+    (coco / "annotations").mkdir()
+    (coco / "annotations" / "instances_train2017.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "000000000001.jpg"}],
+        "annotations": [{"id": 5, "image_id": 1, "bbox": [4, 4, 30, 30], "area": 900, "iscrowd": 0},
+                        {"id": 6, "image_id": 1, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0}]}))
+    c = COCOReader(coco)
+    assert len(c) == 1 and len(c[0]) == 1 and c[0].frame(0).shape == (48, 64, 3)
+
+    otb = OTBReader(SOT_DIR, ["Crossing"])
+    assert len(otb) == 1 and len(otb[0]) == 120 and otb[0].frame(0).shape == (240, 360, 3)
+
+    with pytest.raises(DataPathError, match="does not exist"):
+        OTBReader(tmp_path / "nope")
+    with pytest.raises(DataPathError, match="not found"):
+        OTBReader(SOT_DIR, ["NoSuchSequence"])
+
+
+def test_sampler_respects_gap_order_and_visibility():
+    ds = SyntheticDataset(SMALL_SYNTH)
+    sampler = PairSampler([ds], cfg=SamplerConfig(num_template_frames=2, max_gap=5))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        pair = sampler.sample(rng)
+        t0, t1 = pair.templates
+        s = pair.search
+        assert t0.sequence is s.sequence and pair.positive
+        assert t1.index <= t0.index < s.index <= t0.index + 5 and t0.index - t1.index <= 5
+        assert all(ref.sequence.visible[ref.index] for ref in (t0, t1, s))
+
+
+def test_crop_target_box_inverts_the_trackers_map_back():
+    image = np.zeros((200, 300, 3), np.uint8)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        box = np.array([rng.uniform(20, 200), rng.uniform(20, 120), rng.uniform(10, 60), rng.uniform(10, 60)], np.float32)
+        centre = jitter_box(box, 0.25, 2.0, rng)
+        crop = sample_target(image, centre, 4.5, 128)
+        norm = box_in_crop(box, centre, crop.resize_factor, 128)
+        px = norm * 128 / crop.resize_factor  # cx, cy, w, h in frame pixels relative to the crop
+        back = map_box_back(px.tolist(), centre.tolist(), 128, crop.resize_factor)
+        assert np.allclose(back, box, atol=1e-3)
+
+
+def test_unreadable_frames_are_skipped_and_counted(tmp_path):
+    seq_dir = tmp_path / "otb" / "Broken"
+    _write_frames(seq_dir / "img", 6, name=lambda i: f"{i + 1:04d}")
+    (seq_dir / "img" / "0003.jpg").write_bytes(b"not a jpeg")
+    (seq_dir / "img" / "0005.jpg").unlink()
+    _write_frames(seq_dir / "img", 1, name=lambda i: "0007")  # keep 6 files for 6 boxes
+    (seq_dir / "groundtruth_rect.txt").write_text(_boxes(6))
+    sampler = PairSampler([OTBReader(tmp_path / "otb")], cfg=SamplerConfig(max_gap=6))
+    data = PairDataset(sampler, CropConfig(template_size=32, search_size=64), samples_per_epoch=40)
+    samples = [data[i] for i in range(40)]
+    assert sum(int(s["skipped"]) for s in samples) > 0
+    assert all(s["search"].shape == (3, 64, 64) for s in samples)

@@ -1,0 +1,48 @@
+"""DDP with two CPU processes (torchrun, gloo) gives the same weights as one process on the same global batch."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+import yaml
+
+from mixformer_ros.model import read_checkpoint
+from paths import REPO_ROOT
+from training_helpers import TINY_NETWORK
+
+
+def _config(tmp_path, name: str, batch_size: int) -> str:
+    cfg = {
+        "stage": "train", "seed": 5, "output_dir": str(tmp_path / name),
+        "model": {"network": TINY_NETWORK},
+        "data": {"synthetic": {"num_sequences": 8, "num_frames": 10, "frame_size": [96, 80],
+                               "min_object_size": 12, "max_object_size": 24, "seed": 4},
+                 "samples_per_epoch": 16, "num_workers": 0,
+                 "crop": {"template_size": 32, "search_size": 64}},
+        "optim": {"epochs": 1, "batch_size": batch_size, "lr": 1.0e-3},
+        "tensorboard": False, "log_every": 1,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _run(args: list[str]) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    _run(["-m", "mixformer_ros.training.cli", "train", "--device", "cpu", "--threads", "1",
+          "--config", _config(tmp_path, "single", batch_size=4)])
+    _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+          "-m", "mixformer_ros.training.cli", "train", "--device", "cpu", "--threads", "1",
+          "--config", _config(tmp_path, "ddp", batch_size=2)])
+    single, _, extra_single = read_checkpoint(tmp_path / "single" / "model.pth.tar")
+    ddp, _, extra_ddp = read_checkpoint(tmp_path / "ddp" / "model.pth.tar")
+    assert extra_single["global_step"] == extra_ddp["global_step"] == 4
+    for k in single:
+        assert torch.allclose(single[k], ddp[k], atol=1e-5), k

@@ -1,0 +1,81 @@
+"""One optimisation step of every training stage runs and lowers its loss on a fixed batch."""
+from __future__ import annotations
+
+import torch
+
+from mixformer_ros.training.trainer import Trainer
+from training_helpers import tiny_config
+
+
+def _fixed_batch(trainer: Trainer) -> dict:
+    batch = next(iter(trainer._loader(epoch=0, skip_batches=0)))
+    batch.pop("skipped")
+    return batch
+
+
+def _loss(trainer: Trainer, batch: dict) -> float:
+    with torch.no_grad():
+        return trainer.task.loss(trainer.net, batch, trainer.device)[0].item()
+
+
+def _assert_step_lowers_loss(cfg, steps: int = 1) -> Trainer:
+    trainer = Trainer(cfg, device="cpu", resume=False)
+    batch = _fixed_batch(trainer)
+    trainer.task.set_progress(0.0)
+    before = _loss(trainer, batch)
+    for _ in range(steps):
+        trainer.global_step = 0  # keep the schedules (lr, elimination rate) where `before` was measured
+        stats = trainer.train_step(batch)
+    trainer.task.set_progress(0.0)
+    after = _loss(trainer, batch)
+    assert torch.isfinite(torch.tensor(stats["loss"]))
+    assert after < before, f"{cfg.stage}: loss {before:.4f} -> {after:.4f}"
+    return trainer
+
+
+def _train_and_save(tmp_path, name: str, **overrides) -> str:
+    cfg = tiny_config(tmp_path / name, **overrides)
+    return str(Trainer(cfg, device="cpu", resume=False, max_steps=None).run())
+
+
+def test_train_sparse_step(tmp_path):
+    _assert_step_lowers_loss(tiny_config(tmp_path, optim={"warmup_steps": 0, "lr": 1e-3, "epochs": 1, "batch_size": 4}))
+
+
+def test_train_dense_teacher_step(tmp_path):
+    _assert_step_lowers_loss(tiny_config(tmp_path, **{"model.kind": "dense"}))
+
+
+def test_distill_dense_to_sparse_step(tmp_path):
+    teacher = _train_and_save(tmp_path, "teacher", **{"model.kind": "dense"})
+    cfg = tiny_config(tmp_path, "distill", **{"teacher.kind": "dense", "teacher.checkpoint": teacher,
+                                              "loss.kl": 1.0})
+    trainer = _assert_step_lowers_loss(cfg)
+    assert "kl" in trainer.train_step(_fixed_batch(trainer))
+
+
+def test_distill_deep_to_shallow_step_with_mimic_and_mlp_reduction(tmp_path):
+    teacher = _train_and_save(tmp_path, "teacher", **{"model.network.depth": 3})
+    cfg = tiny_config(tmp_path, "distill", **{
+        "teacher.checkpoint": teacher, "model.network.depth": 3, "optim.lr": 5e-5,
+        "distill": {"eliminate": [1], "mimic": [[2, 2]], "student_mlp_ratio": 1.0, "decay_end": 0.5},
+    })
+    trainer = _assert_step_lowers_loss(cfg)
+    student = trainer.task.model
+    assert student.config.mlp_ratio == 1.0 and student.backbone.blocks[0].mlp.fc1.out_features == 32
+    stats = trainer.train_step(_fixed_batch(trainer))
+    assert {"kl", "feature", "elimination_rate"} <= set(stats)
+
+
+def test_score_step_trains_only_the_score_head(tmp_path):
+    init = _train_and_save(tmp_path, "base")
+    cfg = tiny_config(tmp_path, "score", **{"model.init_checkpoint": init,
+                                            "data.sampler.negative_probability": 0.5})
+    trainer = Trainer(cfg, device="cpu", resume=False)
+    frozen = {k: v.clone() for k, v in trainer.task.model.state_dict().items() if not k.startswith("score_head.")}
+    _assert_step_lowers_loss(cfg)
+    trainer.train_step(_fixed_batch(trainer))
+    after = trainer.task.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in frozen.items())
+    labels = _fixed_batch(trainer)["label"]
+    assert 0 < labels.sum() < len(labels) or len(labels) < 4  # negatives and positives are drawn
