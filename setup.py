@@ -40,6 +40,7 @@ setup(
             "mixformer-export = mixformer_ros.backends.export:main",
             "mixformer-eval = mixformer_ros.evaluation.cli:main",
             "mixformer-train = mixformer_ros.training.cli:main",
+            "mixformer-demo = mixformer_ros.demo:main",
         ],
     },
 )

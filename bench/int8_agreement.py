@@ -1,4 +1,4 @@
-"""What dynamic int8 quantisation (and fp16 on a GPU) does to tracking, measured against fp32.
+"""What dynamic int8 quantisation (fp16 on a GPU; optionally torch bf16) does to tracking, measured against fp32.
 
 Runs the fp32 and the reduced-precision ONNX Runtime trackers side by side over the shared real
 sequences (../shared/data/sot) and reports, per sequence and overall: the mean IoU between the
@@ -13,6 +13,7 @@ Writes bench/results/int8_agreement.json and its section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -31,6 +32,7 @@ from paths import SOT_DIR  # noqa: E402
 from speed import update_benchmarks_md  # noqa: E402
 from mixformer_ros.backends import export  # noqa: E402
 from mixformer_ros.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from mixformer_ros.backends.torch_backend import TorchBackend  # noqa: E402
 from mixformer_ros.evaluation.datasets import load_dataset  # noqa: E402
 from mixformer_ros.evaluation.metrics import box_iou, ope_metrics  # noqa: E402
 from mixformer_ros.model import MixFormerV2, load_model  # noqa: E402
@@ -63,58 +65,72 @@ def networks(args) -> list[tuple[MixFormerV2, str]]:
 
 
 def run(args, model: MixFormerV2, weights: str) -> dict:
+    """Every contestant tracks each sequence frame by frame beside the ORT fp32 reference."""
     settings = preset_settings(args.preset, model.config)
     cfg = model.config
     reduced = "fp16" if args.device.startswith("cuda") else "int8"
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.cache_dir or tmp)
-        backends = {p: OnnxRuntimeBackend(export.cached_export(model, p, cache), device=args.device,
-                                          num_threads=args.threads) for p in ("fp32", reduced)}
+        backends = {name: OnnxRuntimeBackend(export.cached_export(model, p, cache), device=args.device,
+                                             num_threads=args.threads)
+                    for name, p in (("fp32", "fp32"), (f"onnxruntime {reduced}", reduced))}
+        if args.torch_bf16:
+            backends["torch bf16"] = TorchBackend(copy.deepcopy(model), device=args.device, precision="bf16")
         per_seq = {}
         for seq in load_dataset(SOT_DIR):
             n = min(len(seq), args.max_frames) if args.max_frames else len(seq)
-            trackers = {p: MixFormerTracker(b, cfg.template_size, cfg.search_size, settings) for p, b in backends.items()}
-            boxes = {p: [seq.init_box.tolist()] for p in backends}
+            trackers = {k: MixFormerTracker(b, cfg.template_size, cfg.search_size, settings) for k, b in backends.items()}
+            boxes = {k: [seq.init_box.tolist()] for k in backends}
             first = np.ascontiguousarray(seq.read_frame(0)[..., ::-1])
             for trk in trackers.values():
                 trk.initialize(first, seq.init_box)
             for i in tqdm(range(1, n), desc=seq.name, unit="frame", leave=False):
                 frame = np.ascontiguousarray(seq.read_frame(i)[..., ::-1])
-                for p, trk in trackers.items():
-                    boxes[p].append(trk.track(frame).box)
-            arr = {p: np.asarray(b) for p, b in boxes.items()}
+                for k, trk in trackers.items():
+                    boxes[k].append(trk.track(frame).box)
+            arr = {k: np.asarray(b) for k, b in boxes.items()}
             gt, absent = seq.gt[:n], seq.absent[:n]
             per_seq[seq.name] = {
                 "frames": n,
-                "mean_iou_to_fp32": float(np.mean(box_iou(arr["fp32"][1:], arr[reduced][1:]))),
-                "success_auc": {p: ope_metrics(a, gt, absent)["success_auc"] for p, a in arr.items()},
+                "mean_iou_to_fp32": {k: float(np.mean(box_iou(arr["fp32"][1:], a[1:]))) for k, a in arr.items() if k != "fp32"},
+                "success_auc": {k: ope_metrics(a, gt, absent)["success_auc"] for k, a in arr.items()},
             }
     frames = sum(s["frames"] - 1 for s in per_seq.values())
+    others = [k for k in backends if k != "fp32"]
     overall = {
-        "mean_iou_to_fp32_frame_weighted": sum(s["mean_iou_to_fp32"] * (s["frames"] - 1) for s in per_seq.values()) / frames,
-        "mean_iou_to_fp32_sequence_mean": float(np.mean([s["mean_iou_to_fp32"] for s in per_seq.values()])),
-        "success_auc": {p: float(np.mean([s["success_auc"][p] for s in per_seq.values()])) for p in backends},
+        "mean_iou_to_fp32_frame_weighted": {
+            k: sum(s["mean_iou_to_fp32"][k] * (s["frames"] - 1) for s in per_seq.values()) / frames for k in others},
+        "mean_iou_to_fp32_sequence_mean": {
+            k: float(np.mean([s["mean_iou_to_fp32"][k] for s in per_seq.values()])) for k in others},
+        "success_auc": {k: float(np.mean([s["success_auc"][k] for s in per_seq.values()])) for k in backends},
     }
     return {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "weights": weights, "variant_config": cfg.to_dict(),
-            "precision": reduced, "device": args.device, "preset": args.preset, "frames": frames,
+            "contestants": others, "device": args.device, "preset": args.preset, "frames": frames,
             "overall": overall, "sequences": per_seq}
 
 
 def markdown(res: dict) -> str:
-    o, p = res["overall"], res["precision"]
-    rows = "\n".join(f"| {name} | {s['frames']} | {s['mean_iou_to_fp32']:.3f} | {s['success_auc']['fp32']:.3f} "
-                     f"| {s['success_auc'][p]:.3f} |" for name, s in res["sequences"].items())
+    o, others = res["overall"], res["contestants"]
+    head = " | ".join(f"mean IoU {k} vs fp32" for k in others)
+    aucs = " | ".join(f"success AUC {k}" for k in others)
+    rows = "\n".join(
+        f"| {name} | {s['frames']} | " + " | ".join(f"{s['mean_iou_to_fp32'][k]:.3f}" for k in others)
+        + f" | {s['success_auc']['fp32']:.3f} | " + " | ".join(f"{s['success_auc'][k]:.3f}" for k in others) + " |"
+        for name, s in res["sequences"].items())
+    total = (f"| **all** | {res['frames']} | "
+             + " | ".join(f"{o['mean_iou_to_fp32_frame_weighted'][k]:.3f} (per-sequence mean "
+                          f"{o['mean_iou_to_fp32_sequence_mean'][k]:.3f})" for k in others)
+             + f" | {o['success_auc']['fp32']:.3f} | " + " | ".join(f"{o['success_auc'][k]:.3f}" for k in others) + " |")
     return "\n".join([
-        f"## {p} vs fp32 tracking agreement: {res['weights']} (bench/int8_agreement.py)",
+        f"## Reduced precision vs ORT fp32 tracking agreement: {res['weights']} (bench/int8_agreement.py)",
         "",
-        f"Run {res['when']}, {res['device']}, weights: **{res['weights']}**, preset `{res['preset']}`, "
-        f"{res['frames']} tracked frames of ../shared/data/sot.",
+        f"Run {res['when']}, {res['device']}, preset `{res['preset']}`, {res['frames']} tracked frames of "
+        "../shared/data/sot (frame-weighted mean IoU; per-sequence mean in brackets).",
         "",
-        f"| sequence | frames | mean IoU {p} vs fp32 | success AUC fp32 | success AUC {p} |",
-        "|---|---|---|---|---|",
+        f"| sequence | frames | {head} | success AUC fp32 | {aucs} |",
+        "|---|---|" + "---|" * (2 * len(others) + 1),
         rows,
-        f"| **all** | {res['frames']} | {o['mean_iou_to_fp32_frame_weighted']:.3f} (per-sequence mean "
-        f"{o['mean_iou_to_fp32_sequence_mean']:.3f}) | {o['success_auc']['fp32']:.3f} | {o['success_auc'][p]:.3f} |",
+        total,
     ])
 
 
@@ -123,6 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", help="trained checkpoint (default: models/demo_tracker.pth.tar when present)")
     p.add_argument("--variant", choices=["S", "B"], default="S", help="shape of the fixture-weight network")
     p.add_argument("--trained-only", action="store_true", help="skip the fixture-weight network")
+    p.add_argument("--torch-bf16", action="store_true", help="also run the torch backend with bf16 autocast")
     p.add_argument("--device", default="cpu", help="cpu (int8 vs fp32) or cuda (fp16 vs fp32)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--preset", default="lasot")

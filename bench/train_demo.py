@@ -2,14 +2,18 @@
 
 Stages (each one the CLI command a user would type; a finished stage is skipped, an interrupted
 one resumes):
-  1. train    a small MixFormerV2 from scratch on synthetic sequences + 4 real sequences
-  2. score    the score head alone, on positive/negative pairs
-  3. distill  deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3 decay to 0)
-Then every model (untrained, trained, student) tracks held-out synthetic sequences and the 4
-held-out real sequences through build_tracker + mixformer_ros.evaluation; the numbers are printed
-and saved as JSON.
+  1. teacher  `train`   the dense-head (corner map) teacher, from scratch, on synthetic sequences
+                        + 4 real sequences
+  2. sparse   `distill` dense-to-sparse: the 4-layer MixFormerV2 keeps the teacher's backbone and
+                        learns the marginalised corner distributions (KL) + box losses
+  3. score    `score`   the score head alone, on positive/negative pairs
+  4. shallow  `distill` deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3
+                        decay to 0, then are dropped)
+Then every model (untrained, 4-layer, 2-layer student) tracks held-out synthetic sequences and
+the 4 held-out real sequences through build_tracker + mixformer_ros.evaluation; the numbers are
+printed and saved as JSON.
 
-Usage: .venv/bin/python bench/train_demo.py [--stages train,score,distill,eval] [--json bench/results/train_demo.json]
+Usage: .venv/bin/python bench/train_demo.py [--stages teacher,sparse,score,shallow,eval] [--ship]
 """
 from __future__ import annotations
 
@@ -41,13 +45,13 @@ HELD_OUT_REAL = ["Crossing", "DragonBaby", "boat1", "person12_1"]
 HELD_OUT_SYNTHETIC = SyntheticConfig(num_sequences=20, num_frames=60, seed=1000)  # training uses seed 0
 
 
-def run_stage(stage: str, config: str, overrides: list[str]) -> Path:
+def run_stage(stage: str, command: str, config: str, overrides: list[str]) -> Path:
     out_dir = OUT / stage
     final = out_dir / "model.pth.tar"
     if final.is_file():
         print(f"[{stage}] already done: {final}")
         return final
-    cmd = [sys.executable, "-m", "mixformer_ros.training.cli", stage.split("_")[0], "--threads", "1",
+    cmd = [sys.executable, "-m", "mixformer_ros.training.cli", command, "--threads", "1",
            "--config", str(CONFIGS / config), "--set", f"output_dir={out_dir}", *sum((["--set", o] for o in overrides), [])]
     print("+", " ".join(cmd), flush=True)
     start = time.time()
@@ -108,7 +112,7 @@ def evaluate(name: str, checkpoint: Path, datasets: dict[str, list]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default="train,score,distill,eval")
+    parser.add_argument("--stages", default="teacher,sparse,score,shallow,eval")
     parser.add_argument("--json", default=str(REPO / "bench" / "results" / "train_demo.json"))
     parser.add_argument("--ship", action="store_true", help="copy the trained model to models/demo_tracker.pth.tar")
     args = parser.parse_args()
@@ -116,20 +120,24 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     real = "[{type: otb, root: %s, sequences: [%s], weight: 1.0}]" % (SOT_DIR, ", ".join(TRAIN_REAL))
 
-    trained = OUT / "train" / "model.pth.tar"
+    teacher = OUT / "teacher" / "model.pth.tar"
+    sparse = OUT / "sparse" / "model.pth.tar"
     scored = OUT / "score" / "model.pth.tar"
-    student = OUT / "distill" / "model.pth.tar"
-    if "train" in stages:
-        run_stage("train", "demo_train.yaml", [f"data.datasets={real}"])
+    student = OUT / "shallow" / "model.pth.tar"
+    real_set = f"data.datasets={real}"
+    if "teacher" in stages:
+        run_stage("teacher", "train", "demo_teacher.yaml", [real_set])
+    if "sparse" in stages:
+        run_stage("sparse", "distill", "demo_sparse.yaml", [real_set, f"teacher.checkpoint={teacher}"])
     if "score" in stages:
-        run_stage("score", "demo_score.yaml", [f"data.datasets={real}", f"model.init_checkpoint={trained}"])
-    if "distill" in stages:
-        run_stage("distill", "demo_distill.yaml", [f"data.datasets={real}", f"teacher.checkpoint={scored}"])
+        run_stage("score", "score", "demo_score.yaml", [real_set, f"model.init_checkpoint={sparse}"])
+    if "shallow" in stages:
+        run_stage("shallow", "distill", "demo_shallow.yaml", [real_set, f"teacher.checkpoint={scored}"])
     if "eval" not in stages:
         return 0
 
     untrained = OUT / "untrained.pth.tar"
-    cfg = load_config(CONFIGS / "demo_train.yaml")
+    cfg = load_config(CONFIGS / "demo_sparse.yaml", {"teacher.checkpoint": str(teacher)})
     torch.manual_seed(cfg.seed)
     save_checkpoint(untrained, build_mixformerv2(cfg.model.network))
     datasets = {
@@ -140,10 +148,10 @@ def main() -> int:
               "held_out_synthetic": {"num_sequences": HELD_OUT_SYNTHETIC.num_sequences,
                                      "num_frames": HELD_OUT_SYNTHETIC.num_frames, "seed": HELD_OUT_SYNTHETIC.seed},
               "torch_threads": 1, "models": {}}
-    for name, path in (("untrained", untrained), ("trained", scored), ("student", student)):
+    for name, path in (("untrained", untrained), ("trained_4layer", scored), ("student_2layer", student)):
         if path.is_file():
             report["models"][name] = evaluate(name, path, datasets)
-    for stage in ("train", "score", "distill"):
+    for stage in ("teacher", "sparse", "score", "shallow"):
         wall = OUT / stage / "wall_s.txt"
         if wall.is_file():
             report.setdefault("train_wall_s", {})[stage] = float(wall.read_text())

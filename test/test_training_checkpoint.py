@@ -68,3 +68,18 @@ def test_cli_exits_2_with_a_message_on_a_bad_config(tmp_path, caplog):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
+
+
+def test_dense_teacher_files_say_what_they_are(tmp_path):
+    from mixformer_ros.model import CheckpointError
+    from mixformer_ros.training.stages import load_network
+    from mixformer_ros.training.teachers import DENSE_TEACHER_FORMAT
+
+    final = Trainer(tiny_config(tmp_path, **{"model.kind": "dense"}), device="cpu", resume=False).run()
+    for path in (final, tmp_path / "run" / "checkpoints" / "last.pth.tar"):
+        assert read_checkpoint(path)[2]["format"] == DENSE_TEACHER_FORMAT
+        assert load_network(str(path), "dense").corner_head is not None
+        with pytest.raises(CheckpointError, match="corner_head"):
+            build_tracker(checkpoint=str(path))  # the tracker needs prediction tokens, not corner maps
+    with pytest.raises(ConfigError, match="holds a dense network"):
+        load_network(str(final), "mixformerv2")

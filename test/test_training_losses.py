@@ -73,3 +73,16 @@ def test_elimination_schedule_follows_its_definition():
         elimination_rate(0.5, 0.6, 0.4)
     with pytest.raises(ValueError):
         elimination_rate(0.5, 0.1, 0.9, "exp")
+
+
+def test_box_cell_distribution_is_the_area_share_per_token_cell():
+    from mixformer_ros.training.guidance import box_cell_distribution
+
+    # A box covering exactly cells (row 1, cols 1-2) of a 4x4 grid, and one straddling four cells.
+    boxes = torch.tensor([[0.5, 0.375, 0.5, 0.25], [0.5, 0.5, 0.25, 0.25]])
+    dist = box_cell_distribution(boxes, 4).view(2, 4, 4)
+    assert torch.allclose(dist.sum((1, 2)), torch.ones(2))
+    expected = torch.zeros(4, 4)
+    expected[1, 1] = expected[1, 2] = 0.5
+    assert torch.allclose(dist[0], expected, atol=1e-6)
+    assert torch.allclose(dist[1][1:3, 1:3], torch.full((2, 2), 0.25), atol=1e-6)

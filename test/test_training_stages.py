@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from mixformer_ros.training.trainer import Trainer
-from training_helpers import tiny_config
+from training_helpers import TINY_NETWORK, tiny_config
 
 
 def _fixed_batch(trainer: Trainer) -> dict:
@@ -39,7 +39,9 @@ def _train_and_save(tmp_path, name: str, **overrides) -> str:
 
 
 def test_train_sparse_step(tmp_path):
-    _assert_step_lowers_loss(tiny_config(tmp_path, optim={"warmup_steps": 0, "lr": 1e-3, "epochs": 1, "batch_size": 4}))
+    trainer = _assert_step_lowers_loss(tiny_config(tmp_path, **{"optim.warmup_steps": 0, "loss.attention": 1.0,
+                                                                "loss.side_label": 1.0}))
+    assert {"attention", "side_label"} <= set(trainer.train_step(_fixed_batch(trainer)))
 
 
 def test_train_dense_teacher_step(tmp_path):
@@ -79,3 +81,16 @@ def test_score_step_trains_only_the_score_head(tmp_path):
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())
     labels = _fixed_batch(trainer)["label"]
     assert 0 < labels.sum() < len(labels) or len(labels) < 4  # negatives and positives are drawn
+
+
+def test_distill_into_a_smaller_input_size(tmp_path):
+    """The B -> S path changes the input size: the teacher sees the same crops resized to its own."""
+    teacher = _train_and_save(tmp_path, "teacher", **{"model.network.depth": 2})
+    cfg = tiny_config(tmp_path, "distill", **{
+        "teacher.checkpoint": teacher, "optim.lr": 5e-5,
+        "model.network": {**TINY_NETWORK, "template_size": 16, "search_size": 48},
+        "data.crop": {"template_size": 16, "search_size": 48},
+        "distill": {"student_mlp_ratio": 1.0},
+    })
+    trainer = _assert_step_lowers_loss(cfg)
+    assert trainer.task.model.config.search_size == 48 and trainer.task.teacher.config.search_size == 64

@@ -210,7 +210,8 @@ def parity_check(model: MixFormerV2, folder: Path, precision: str, kinds=tuple(G
             # The predictor is checked on its own graph's KV so that its error is not the encoder's.
             feed["template_kv"] = ref["encoder"][0] if "encoder" in ref else inputs["template_kv"].numpy()
         outs = sess.run(list(spec.outputs), feed)
-        report[kind] = {name: float(np.max(np.abs(o.astype(np.float64) - r))) for name, o, r in zip(spec.outputs, outs, ref[kind])}
+        report[kind] = {name: float(np.max(np.abs(o.astype(np.float64) - r)))
+                        for name, o, r in zip(spec.outputs, outs, ref[kind])}
     if precision == "fp32":
         worst = max(r.get("pred_boxes", 0.0) for r in report.values())
         if worst > FP32_BOX_TOLERANCE:
@@ -337,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, ValueError, RuntimeError, OSError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {args.output}: {', '.join(manifest['graphs'].values())} (opset {manifest['opset']}, {args.precision})")
+    graphs = ", ".join(manifest["graphs"].values())
+    print(f"wrote {args.output}: {graphs} (opset {manifest['opset']}, {args.precision})")
     for kind, devs in (manifest["parity_max_abs"] or {}).items():
         print(f"  parity {kind:9s} " + "  ".join(f"max|{k}| = {v:.2e}" for k, v in devs.items()))
     return 0

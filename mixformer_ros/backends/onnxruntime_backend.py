@@ -25,6 +25,7 @@ from ..model import MixFormerV2
 from .export import GRAPH_FILES, MANIFEST, PRECISIONS, cached_export
 
 log = logging.getLogger(__name__)
+EXPORT_COMMAND = "python -m mixformer_ros.backends.export"
 
 
 class OnnxModelError(RuntimeError):
@@ -72,7 +73,7 @@ def execution_providers(device: str, engine_cache: Path | None = None, fp16: boo
 def read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not folder.is_dir():
-        raise OnnxModelError(f"ONNX model folder not found: {folder} (make one with python -m mixformer_ros.backends.export)")
+        raise OnnxModelError(f"ONNX model folder not found: {folder} (make one with {EXPORT_COMMAND})")
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -89,7 +90,8 @@ class OnnxRuntimeBackend:
 
     def __init__(self, onnx_model: str | os.PathLike, device: str = "cpu", num_threads: int | None = None,
                  encoder_threads: int = 1):
-        """``onnx_model``: a folder written by ``mixformer_ros.backends.export`` (encoder.onnx, predictor.onnx, manifest.json)."""
+        """``onnx_model``: a folder written by ``mixformer_ros.backends.export``
+        (encoder.onnx, predictor.onnx, manifest.json)."""
         import onnxruntime as ort
 
         folder = Path(onnx_model)
@@ -97,7 +99,8 @@ class OnnxRuntimeBackend:
         self.precision = self.manifest.get("precision", "fp32")
         self.device = device
         engine_cache = folder / "tensorrt_engines" if os.access(folder, os.W_OK) else None
-        providers, self._ort_device, self._device_id = execution_providers(device, engine_cache, self.precision == "fp16")
+        providers, self._ort_device, self._device_id = execution_providers(
+            device, engine_cache, fp16=self.precision == "fp16")
         threads = num_threads if num_threads is not None else available_threads()
         if threads < 1 or encoder_threads < 1:
             raise ValueError(f"num_threads and encoder_threads must be >= 1, got {threads}, {encoder_threads}")
@@ -107,12 +110,14 @@ class OnnxRuntimeBackend:
         self._check_interface()
         self._binding = self._predictor.io_binding()
         self._template_kv = None  # OrtValue, resident on the session's device
+        log.info("ONNX Runtime %s graphs from %s on %s (providers %s), predictor %d thread(s), encoder %d",
+                 self.precision, folder, device, self._predictor.get_providers(), threads, encoder_threads)
 
     @staticmethod
     def _session(ort, folder: Path, kind: str, providers: list, threads: int):
         path = folder / GRAPH_FILES[kind]
         if not path.is_file():
-            raise OnnxModelError(f"{path} is missing; re-export the folder with python -m mixformer_ros.backends.export")
+            raise OnnxModelError(f"{path} is missing; re-export the folder with {EXPORT_COMMAND}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -211,7 +211,7 @@ class TrackerNode(LifecycleNode):
         self._stop_worker_thread()
 
     def _load_model(self) -> bool:
-        # Imported here so the ROS layer loads fast and --help works without torch.
+        # Imported here: an unconfigured lifecycle node starts without loading torch.
         from mixformer_ros.tracking import build_tracker
 
         s = self.settings
@@ -427,7 +427,7 @@ class TrackerNode(LifecycleNode):
             return response
         newest = self._buffer.newest()
         if newest is None:
-            response.message = f"refused: no image received yet on {self._sub.topic_name}"
+            response.message = f"refused: no image received yet on {self.resolve_topic_name(self._image_topic())}"
             return response
         stamp_ns = stamp_to_ns(request.stamp)
         frame = newest if stamp_ns == 0 else self._buffer.find(stamp_ns)

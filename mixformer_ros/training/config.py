@@ -72,6 +72,8 @@ class LossConfig:
     giou: float = 2.0
     ciou: float = 0.0
     side_label: float = 0.0           # ours, not official: CE of per-side logits vs ground-truth bins
+    attention: float = 0.0            # ours, not official: prediction-token attention guidance
+    attention_layers: list[int] = field(default_factory=lambda: [-1])
     kl: float = 1.0                   # per-side distribution distillation
     feature: float = 1.0              # feature mimicking (deep-to-shallow)
     score: float = 1.0

@@ -14,6 +14,7 @@ import logging
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mixformer_ros.model import MixFormerV2, MixFormerV2Config, build_mixformerv2, load_weights, read_checkpoint
 from mixformer_ros.tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
@@ -22,6 +23,7 @@ from .config import ConfigError, TrainConfig
 from .elimination import elimination_rate, make_decayable, prune_layers, reduce_mlp, set_residual_scale
 from .losses import (ciou_loss, cxcywh_to_xyxy, feature_mimic_loss, giou_loss, score_loss, side_distribution_kl,
                      side_label_loss)
+from .guidance import BlockInputTap, prediction_token_attention_loss
 from .teachers import DENSE_TEACHER_FORMAT, DenseTeacher
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,26 @@ def box_losses(pred: torch.Tensor, gt: torch.Tensor, cfg: TrainConfig,
     return loss, stats
 
 
+def attention_tap(task) -> BlockInputTap | None:
+    """Hooks on the blocks whose prediction-token attention is guided; installed before the first forward."""
+    if task.cfg.loss.attention <= 0:
+        return None
+    if getattr(task, "_attention_tap", None) is None:
+        task._attention_tap = BlockInputTap(task.model.backbone.blocks, task.cfg.loss.attention_layers)
+    return task._attention_tap
+
+
+def attention_guidance(task, gt: torch.Tensor, loss: torch.Tensor, stats: dict) -> torch.Tensor:
+    """Add the prediction-token attention loss when the config asks for it (see guidance.py)."""
+    w = task.cfg.loss
+    if w.attention <= 0:
+        return loss
+    c = task.model.config
+    att = prediction_token_attention_loss(task._attention_tap, gt, 2 * c.template_tokens, c.search_size // c.patch_size)
+    stats["attention"] = att.item()
+    return loss + w.attention * att
+
+
 class Task:
     """What a stage trains (``model``), how its loss is computed, and what it finally saves."""
 
@@ -91,9 +113,13 @@ class Task:
     def loss(self, net: nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
+    def file_fields(self) -> dict:
+        """Checkpoint fields that say what kind of network the file holds."""
+        return {}
+
     def export(self) -> tuple[nn.Module, dict]:
         """The network to save as the stage's result, plus extra checkpoint fields."""
-        return self.model, {}
+        return self.model, self.file_fields()
 
     def to(self, device: torch.device) -> "Task":
         self.model.to(device)
@@ -120,14 +146,17 @@ class SupervisedTask(Task):
 
     def loss(self, net, batch, device):
         t, ot, s = normalise(batch, device)
+        if self.cfg.model.kind != "dense":
+            attention_tap(self)
         out = net(t, ot, s)
-        return box_losses(out["pred_boxes"][:, 0].float(), batch["search_box"].to(device), self.cfg,
-                          out.get("side_logits", out.get("corner_side_logits")))
-
-    def export(self):
+        gt = batch["search_box"].to(device)
+        loss, stats = box_losses(out["pred_boxes"][:, 0].float(), gt, self.cfg, out["side_logits"])
         if self.cfg.model.kind == "dense":
-            return self.model, {"format": DENSE_TEACHER_FORMAT}
-        return self.model, {}
+            return loss, stats
+        return attention_guidance(self, gt, loss, stats), stats
+
+    def file_fields(self):
+        return {"format": DENSE_TEACHER_FORMAT} if self.cfg.model.kind == "dense" else {}
 
 
 class _TokenTap:
@@ -153,8 +182,14 @@ class DistillTask(Task):
         self.model = self._build_student()
         _freeze(self.model.score_head)
         self.decaying = make_decayable(self.model, d.eliminate) if d.eliminate else []
-        if d.mimic and cfg.teacher.kind != "mixformerv2":
-            raise ConfigError("distill.mimic needs a MixFormerV2 teacher (matching token layout)")
+        t_cfg, s_cfg = self.teacher.config, self.model.config
+        if t_cfg.num_bins != s_cfg.num_bins:
+            raise ConfigError(f"teacher and student need the same num_bins for KL: {t_cfg.num_bins} vs {s_cfg.num_bins}")
+        self.resize_for_teacher = (t_cfg.template_size, t_cfg.search_size) != (s_cfg.template_size, s_cfg.search_size)
+        if d.mimic and (cfg.teacher.kind != "mixformerv2" or self.resize_for_teacher
+                        or t_cfg.embed_dim != s_cfg.embed_dim):
+            raise ConfigError("distill.mimic needs a MixFormerV2 teacher with the student's width and input sizes "
+                              "(matching token layout)")
         self.student_tap = _TokenTap(self.model.backbone.blocks, [p[0] for p in d.mimic])
         self.teacher_tap = _TokenTap(self.teacher.backbone.blocks, [p[1] for p in d.mimic])
         self.rate = 1.0
@@ -168,10 +203,23 @@ class DistillTask(Task):
             sd, net_cfg = self.teacher.state_dict(), self.teacher.config
             if d.student_mlp_ratio is not None and d.student_mlp_ratio != net_cfg.mlp_ratio:
                 sd, net_cfg = reduce_mlp(sd, net_cfg, d.student_mlp_ratio)
+            sizes = {"template_size": cfg.model.network.template_size, "search_size": cfg.model.network.search_size}
+            if any(getattr(net_cfg, k) != v for k, v in sizes.items()):
+                # A smaller input (e.g. B at 288 -> S at 224): same weights, new fixed position tables.
+                net_cfg = MixFormerV2Config(**{**net_cfg.to_dict(), **sizes})
+                fresh = build_mixformerv2(net_cfg).state_dict()
+                sd = {**sd, **{k: fresh[k] for k in ("backbone.pos_embed_s", "backbone.pos_embed_t")}}
             student = build_mixformerv2(net_cfg)
             load_weights(student, sd, "teacher")
             return student
-        return build_mixformerv2(cfg.model.network)
+        student = build_mixformerv2(cfg.model.network)
+        if d.init_from_teacher:
+            # Dense-to-sparse: the student keeps the teacher's backbone; only the token heads start fresh.
+            if self.teacher.config != student.config:
+                raise ConfigError(f"init_from_teacher needs the same backbone shape: teacher {self.teacher.config}, "
+                                  f"student {student.config}")
+            student.backbone.load_state_dict(self.teacher.backbone.state_dict(), strict=True)
+        return student
 
     def to(self, device):
         self.teacher.to(device)
@@ -187,10 +235,19 @@ class DistillTask(Task):
         w = self.cfg.loss
         t, ot, s = normalise(batch, device)
         with torch.no_grad():
-            t_out = self.teacher(t, ot, s)
+            teacher_in = (t, ot, s)
+            if self.resize_for_teacher:
+                # Same crop region at the teacher's resolution; bins are normalised, so they still line up.
+                tc = self.teacher.config
+                sizes = (tc.template_size, tc.template_size, tc.search_size)
+                teacher_in = tuple(F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False)
+                                   for x, n in zip(teacher_in, sizes))
+            t_out = self.teacher(*teacher_in)
+        attention_tap(self)
         out = net(t, ot, s)
-        loss, stats = box_losses(out["pred_boxes"][:, 0].float(), batch["search_box"].to(device), self.cfg,
-                                 out["side_logits"])
+        gt = batch["search_box"].to(device)
+        loss, stats = box_losses(out["pred_boxes"][:, 0].float(), gt, self.cfg, out["side_logits"])
+        loss = attention_guidance(self, gt, loss, stats)
         if w.kl > 0:
             kl = side_distribution_kl(out["side_logits"].float(), {k: v.float() for k, v in t_out.items() if k.startswith("prob_")})
             loss = loss + w.kl * kl

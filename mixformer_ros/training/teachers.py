@@ -65,4 +65,7 @@ class DenseTeacher(nn.Module):
         x0, y0, x1, y1 = ((out[f"prob_{s}"] * pos).sum(-1) for s in ("l", "t", "r", "b"))  # each (B,)
         out["pred_boxes"] = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1).unsqueeze(1)  # (B, 1, 4)
         out["corner_logits"] = corner_logits
+        # Log-marginals stand in for per-side logits (log_softmax of them gives them back), so the
+        # same per-side losses apply to the dense teacher and the sparse network.
+        out["side_logits"] = torch.stack([out[f"prob_{s}"] for s in ("l", "t", "r", "b")], 1).clamp_min(1e-12).log()
         return out

@@ -183,7 +183,8 @@ class Trainer:
 
     def save_resumable(self) -> None:
         if self.env.is_main:
-            save_checkpoint(self.out_dir / LAST_CHECKPOINT, self.task.model, **self._state_extra())
+            save_checkpoint(self.out_dir / LAST_CHECKPOINT, self.task.model, **self._state_extra(),
+                            **self.task.file_fields())
 
     def _maybe_resume(self) -> None:
         path = self.out_dir / LAST_CHECKPOINT
