@@ -6,6 +6,7 @@ one resumes):
                         + 4 real sequences
   2. sparse   `distill` dense-to-sparse: the 4-layer MixFormerV2 keeps the teacher's backbone and
                         learns the marginalised corner distributions (KL) + box losses
+     sparse2  `distill` the same, continued from stage 2's result for 2,000 more steps
   3. score    `score`   the score head alone, on positive/negative pairs
   4. shallow  `distill` deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3
                         decay to 0, then are dropped)
@@ -13,14 +14,13 @@ Then every model (untrained, 4-layer, 2-layer student) tracks held-out synthetic
 the 4 held-out real sequences through build_tracker + mixformer_ros.evaluation; the numbers are
 printed and saved as JSON.
 
-Usage: .venv/bin/python bench/train_demo.py [--stages teacher,sparse,score,shallow,eval] [--ship]
+Usage: .venv/bin/python bench/train_demo.py [--stages teacher,sparse,sparse2,score,shallow,eval] [--ship]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +36,12 @@ from paths import SOT_DIR  # noqa: E402
 from mixformer_ros.evaluation import evaluate_results, load_dataset, make_tracker, run_dataset  # noqa: E402
 from mixformer_ros.model import build_mixformerv2, load_model, save_checkpoint  # noqa: E402
 from mixformer_ros.training.config import load_config  # noqa: E402
+from mixformer_ros.evaluation.runners import MixFormerAdapter  # noqa: E402
+from mixformer_ros.tracking.presets import preset_settings  # noqa: E402
+from mixformer_ros.tracking.preprocessing import normalize_crops  # noqa: E402
+from mixformer_ros.tracking.tracker import MixFormerTracker as OnlineTracker  # noqa: E402
 from mixformer_ros.training.data import SyntheticConfig, SyntheticDataset  # noqa: E402
+from mixformer_ros.training.stages import load_network  # noqa: E402
 
 CONFIGS = REPO / "mixformer_ros" / "training" / "configs"
 OUT = REPO / "outputs" / "demo"
@@ -93,12 +98,45 @@ def forward_ms(checkpoint: Path, repeats: int = 50) -> float:
     return 1000 * float(np.median(times))
 
 
-def evaluate(name: str, checkpoint: Path, datasets: dict[str, list]) -> dict:
-    result = {"checkpoint": str(checkpoint.relative_to(REPO)), "forward_ms": forward_ms(checkpoint)}
+class DenseTeacherBackend:
+    """The dense teacher behind the tracker's backend protocol, to see how well it tracks.
+
+    It has no score head, so it reports logit 0 (score 0.5): the online template never changes.
+    """
+
+    name = "dense-teacher"
+    device = "cpu"
+
+    def __init__(self, checkpoint: Path):
+        self.net = load_network(str(checkpoint), "dense").eval()
+        self._templates = None
+
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
+        self._templates = torch.from_numpy(normalize_crops(template, online_template))  # (2, 3, T, T)
+
+    def predict(self, search: np.ndarray) -> tuple[np.ndarray, float]:
+        with torch.no_grad():
+            out = self.net(self._templates[:1], self._templates[1:], torch.from_numpy(normalize_crops(search)))
+        return out["pred_boxes"][0, 0].numpy().astype(np.float32), 0.0
+
+
+def dense_teacher_tracker(checkpoint: Path):
+    backend = DenseTeacherBackend(checkpoint)
+    cfg = backend.net.config
+    tracker = OnlineTracker(backend, cfg.template_size, cfg.search_size, preset_settings("lasot", cfg))
+    return MixFormerAdapter(tracker=tracker, name="dense_teacher")
+
+
+def evaluate(name: str, checkpoint: Path, datasets: dict[str, list], dense: bool = False) -> dict:
+    result = {"checkpoint": str(checkpoint.relative_to(REPO))}
+    if dense:
+        factory = lambda: dense_teacher_tracker(checkpoint)  # noqa: E731
+    else:
+        result["forward_ms"] = forward_ms(checkpoint)
+        factory = lambda: make_tracker("mixformer", checkpoint=str(checkpoint), num_threads=1)  # noqa: E731
     for set_name, seqs in datasets.items():
         out_dir = OUT / "results" / name / set_name
-        results = run_dataset(lambda: make_tracker("mixformer", checkpoint=str(checkpoint), num_threads=1),
-                              seqs, out_dir, progress=False)
+        results = run_dataset(factory, seqs, out_dir, progress=False)
         ev = evaluate_results(name, results, seqs)
         result[set_name] = {
             "success_auc": ev.overall["success_auc"], "precision": ev.overall["precision"],
@@ -112,7 +150,7 @@ def evaluate(name: str, checkpoint: Path, datasets: dict[str, list]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default="teacher,sparse,score,shallow,eval")
+    parser.add_argument("--stages", default="teacher,sparse,sparse2,score,shallow,eval")
     parser.add_argument("--json", default=str(REPO / "bench" / "results" / "train_demo.json"))
     parser.add_argument("--ship", action="store_true", help="copy the trained model to models/demo_tracker.pth.tar")
     args = parser.parse_args()
@@ -122,6 +160,7 @@ def main() -> int:
 
     teacher = OUT / "teacher" / "model.pth.tar"
     sparse = OUT / "sparse" / "model.pth.tar"
+    sparse2 = OUT / "sparse2" / "model.pth.tar"
     scored = OUT / "score" / "model.pth.tar"
     student = OUT / "shallow" / "model.pth.tar"
     real_set = f"data.datasets={real}"
@@ -129,8 +168,14 @@ def main() -> int:
         run_stage("teacher", "train", "demo_teacher.yaml", [real_set])
     if "sparse" in stages:
         run_stage("sparse", "distill", "demo_sparse.yaml", [real_set, f"teacher.checkpoint={teacher}"])
+    if "sparse2" in stages:
+        # The prediction tokens only began to localise near the end of the first run (step ~950 of
+        # 1,500, as the learning rate was annealing), so the recipe continues it for 2,000 steps.
+        run_stage("sparse2", "distill", "demo_sparse.yaml",
+                  [real_set, f"teacher.checkpoint={teacher}", f"model.init_checkpoint={sparse}", "optim.epochs=20",
+                   "seed=3"])
     if "score" in stages:
-        run_stage("score", "score", "demo_score.yaml", [real_set, f"model.init_checkpoint={sparse}"])
+        run_stage("score", "score", "demo_score.yaml", [real_set, f"model.init_checkpoint={sparse2}"])
     if "shallow" in stages:
         run_stage("shallow", "distill", "demo_shallow.yaml", [real_set, f"teacher.checkpoint={scored}"])
     if "eval" not in stages:
@@ -151,7 +196,9 @@ def main() -> int:
     for name, path in (("untrained", untrained), ("trained_4layer", scored), ("student_2layer", student)):
         if path.is_file():
             report["models"][name] = evaluate(name, path, datasets)
-    for stage in ("teacher", "sparse", "score", "shallow"):
+    if teacher.is_file():
+        report["models"]["dense_teacher"] = evaluate("dense_teacher", teacher, datasets, dense=True)
+    for stage in ("teacher", "sparse", "sparse2", "score", "shallow"):
         wall = OUT / stage / "wall_s.txt"
         if wall.is_file():
             report.setdefault("train_wall_s", {})[stage] = float(wall.read_text())

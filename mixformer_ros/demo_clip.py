@@ -1,8 +1,8 @@
 """A short procedural video for the demo: a textured target moving over a panning background.
 
 Generated from a seed, so the demo needs no data files and its ground truth is exact. The
-target changes size, passes a look-alike distractor and is briefly half-covered by a bar, so
-a tracker has something to do. No ROS imports: training and evaluation code may reuse it.
+target changes size, shares the scene with a distractor of similar size and is briefly
+half-covered by a passing bar, so a tracker has something to do. No ROS imports: training and evaluation code may reuse it.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def make_clip(config: ClipConfig = ClipConfig()) -> tuple[list[np.ndarray], np.n
     bg = _background(rng, W, H)
     tw, th = config.target_size
     target_colours = ((30, 60, 220), (240, 200, 40))
-    distractor_colours = ((30, 160, 60), (240, 200, 40))
+    side = (tw + th) // 2
+    cells = (np.add.outer(np.arange(side) // 8, np.arange(side) // 8) % 2).astype(bool)  # (side, side)
+    distractor = np.where(cells[..., None], np.uint8([40, 170, 60]), np.uint8([230, 230, 230])).astype(np.uint8)
     frames, boxes = [], []
     for i in range(config.num_frames):
         t = i / max(config.num_frames - 1, 1)
@@ -67,17 +69,18 @@ def make_clip(config: ClipConfig = ClipConfig()) -> tuple[list[np.ndarray], np.n
         ox, oy = int(W * 0.5 * t), int(H * 0.3 * np.sin(np.pi * t))
         frame = bg[oy:oy + H, ox:ox + W].copy()
 
-        # Distractor: same texture, other colour, crossing the scene the other way.
+        # Distractor: a checkered square of about the target's size, moving the other way along
+        # the top edge, above the band the target moves in.
         dx = int(W * (0.85 - 0.7 * t))
-        dy = int(H * 0.55 + 40 * np.sin(4 * np.pi * t))
-        sprite, mask = _sprite(tw, th, distractor_colours)
-        _paste(frame, sprite, mask, dx - tw // 2, dy - th // 2)
+        dy = int(H * 0.07)
+        side = (tw + th) // 2
+        _paste(frame, distractor, np.full((side, side), 255, np.uint8), dx - side // 2, dy - side // 2)
 
         # Target: Lissajous path, size breathing by +-25 %.
         scale = 1.0 + 0.25 * np.sin(2 * np.pi * t)
         w, h = int(round(tw * scale)), int(round(th * scale))
         cx = W * (0.5 + 0.32 * np.sin(2 * np.pi * t))
-        cy = H * (0.5 + 0.28 * np.sin(4 * np.pi * t + 0.5))
+        cy = H * (0.55 + 0.2 * np.sin(4 * np.pi * t + 0.5))
         x, y = int(round(cx - w / 2)), int(round(cy - h / 2))
         sprite, mask = _sprite(w, h, target_colours)
         _paste(frame, sprite, mask, x, y)

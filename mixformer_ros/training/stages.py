@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mixformer_ros.model import MixFormerV2, MixFormerV2Config, build_mixformerv2, load_weights, read_checkpoint
+from mixformer_ros.model import (MixFormerV2, MixFormerV2Config, build_mixformerv2, config_from_state_dict, load_weights,
+                                 read_checkpoint)
 from mixformer_ros.tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 from .config import ConfigError, TrainConfig
@@ -49,8 +50,6 @@ def load_network(path: str, kind: str = "mixformerv2") -> nn.Module:
         net = DenseTeacher(MixFormerV2Config.from_dict(extra["config"]))
         net.load_state_dict(state_dict, strict=True)
         return net
-    from mixformer_ros.model.checkpoint import config_from_state_dict
-
     net = build_mixformerv2(config or config_from_state_dict(state_dict))
     load_weights(net, state_dict, path)
     return net

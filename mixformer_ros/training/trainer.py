@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mixformer_ros.model import read_checkpoint, save_checkpoint
 
 from .config import TrainConfig
-from .data import (COCOReader, GOT10kReader, LaSOTReader, OTBReader, PairDataset, PairSampler, SamplerConfig,
+from .data import (COCOReader, GOT10kReader, LaSOTReader, OTBReader, PairDataset, PairSampler,
                    SyntheticDataset, TrackingNetReader)
 from .stages import Task, build_task
 
