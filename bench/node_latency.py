@@ -45,7 +45,6 @@ RESULTS = REPO / "bench" / "results" / "node_latency.json"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 MD_BEGIN, MD_END = "<!-- bench/node_latency.py: begin -->", "<!-- bench/node_latency.py: end -->"
 DOMAIN = 79
-DEMO_MODEL = REPO / "models" / "demo_tracker.pth.tar"
 
 
 def _percentiles(values_ms: list[float]) -> dict:
@@ -140,8 +139,9 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=100, help="frames per run")
     p.add_argument("--rate", type=float, default=15.0, help="camera rate of the second run (Hz)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the node (num_threads)")
-    p.add_argument("--checkpoint", default=str(DEMO_MODEL) if DEMO_MODEL.is_file() else "",
-                   help="checkpoint for the node (default: models/demo_tracker.pth.tar if present, else untrained)")
+    p.add_argument("--checkpoint", default="",
+                   help="checkpoint for the node, e.g. models/demo_tracker.pth.tar (its own network shape); "
+                        "default: MixFormerV2-S with untrained weights (same cost per frame as trained S)")
     p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
     args = p.parse_args()
 

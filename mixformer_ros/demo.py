@@ -66,11 +66,11 @@ class Summary:
 class FrameSource:
     """Frames (BGR) from the procedural clip, a video file or a camera, plus optional truth."""
 
-    def __init__(self, source: str, max_frames: int, seed: int):
+    def __init__(self, source: str, max_frames: int, seed: int, distractor: bool = True):
         self.truth: np.ndarray | None = None
         self._capture = None
         if source == "synthetic":
-            frames, self.truth = make_clip(ClipConfig(num_frames=max_frames, seed=seed))
+            frames, self.truth = make_clip(ClipConfig(num_frames=max_frames, seed=seed, distractor=distractor))
             self._frames = iter(frames)
             self.fps = None
         else:
@@ -247,6 +247,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=150, help="frames to play")
     p.add_argument("--fps", type=float, default=0.0, help="publishing rate; 0 = the video's rate, 15 for the clip")
     p.add_argument("--seed", type=int, default=7, help="seed of the procedural clip")
+    p.add_argument("--no-distractor", action="store_true", help="procedural clip without the distractor square")
     p.add_argument("--variant", default="auto", choices=["S", "B", "auto"],
                    help="network shape; auto = as recorded in the checkpoint (S without one)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
@@ -299,7 +300,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     node_log = args.output_dir / "demo_node.log"
-    source = FrameSource(args.source, args.max_frames, args.seed)
+    source = FrameSource(args.source, args.max_frames, args.seed, distractor=not args.no_distractor)
     fps = args.fps or source.fps or 15.0
 
     node = _start_node(args, checkpoint, node_log)

@@ -2,7 +2,7 @@
 
 Generated from a seed, so the demo needs no data files and its ground truth is exact. The
 target changes size, shares the scene with a distractor of similar size and is briefly
-half-covered by a passing bar, so a tracker has something to do. No ROS imports: training and evaluation code may reuse it.
+dimmed by a passing translucent bar, so a tracker has something to do. No ROS imports: training and evaluation code may reuse it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class ClipConfig:
     height: int = 480
     seed: int = 7
     target_size: tuple[int, int] = (72, 56)  # (w, h) at scale 1
+    distractor: bool = True
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -74,7 +75,8 @@ def make_clip(config: ClipConfig = ClipConfig()) -> tuple[list[np.ndarray], np.n
         dx = int(W * (0.85 - 0.7 * t))
         dy = int(H * 0.07)
         side = (tw + th) // 2
-        _paste(frame, distractor, np.full((side, side), 255, np.uint8), dx - side // 2, dy - side // 2)
+        if config.distractor:
+            _paste(frame, distractor, np.full((side, side), 255, np.uint8), dx - side // 2, dy - side // 2)
 
         # Target: Lissajous path, size breathing by +-25 %.
         scale = 1.0 + 0.25 * np.sin(2 * np.pi * t)
@@ -85,9 +87,11 @@ def make_clip(config: ClipConfig = ClipConfig()) -> tuple[list[np.ndarray], np.n
         sprite, mask = _sprite(w, h, target_colours)
         _paste(frame, sprite, mask, x, y)
 
-        # A grey bar sweeps across once and covers part of the scene for a few frames.
+        # A translucent grey bar sweeps across once, dimming part of the scene for a few frames.
         bar_x = int(W * (2.5 * t - 0.8))
-        cv2.rectangle(frame, (bar_x, 0), (bar_x + 36, H), (128, 128, 128), -1)
+        x0, x1 = max(bar_x, 0), min(bar_x + 24, W)
+        if x1 > x0:
+            frame[:, x0:x1] = (frame[:, x0:x1] // 2 + 64).astype(np.uint8)
 
         frames.append(frame)
         boxes.append([x, y, w, h])

@@ -9,6 +9,7 @@ receives are collected into lists that tests read under a lock.
 from __future__ import annotations
 
 import array
+import contextlib
 import signal
 import subprocess
 import sys
@@ -196,6 +197,21 @@ class Client:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+@contextlib.contextmanager
+def running_node(domain_id: int, params: dict, log_dir: Path, **node_options):
+    """A node process and a client that sees its services; on exit the node must stop cleanly."""
+    node = NodeProcess(domain_id, params, log_dir, **node_options)
+    client = Client(domain_id)
+    try:
+        client.wait_for_services()
+        yield node, client
+    finally:
+        client.close()
+        code = node.stop()
+        print(node.log())
+        assert code == 0, f"node exited with {code}"
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):

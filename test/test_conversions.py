@@ -161,3 +161,12 @@ def test_frame_buffer_order_eviction_and_lookup():
     assert [f.seq for f in buf.after(2)] == [3, 4]
     with pytest.raises(ValueError):
         FrameBuffer(0)
+
+
+def test_frame_buffer_spots_repeated_frames():
+    buf = FrameBuffer(3)
+    assert not buf.is_repeat(100)
+    buf.push(100, Header(), RGB, 0.0)
+    assert buf.is_repeat(100) and not buf.is_repeat(101)
+    buf.push(0, Header(), RGB, 1.0)
+    assert not buf.is_repeat(0)  # unstamped cameras are never taken for repeats

@@ -8,7 +8,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage
 
 from mixformer_ros.msg import TrackerStatus
-from node_harness import Client, NodeProcess, compressed_msg, stamp, wait_until
+from node_harness import running_node, compressed_msg, stamp, wait_until
 
 DOMAIN = 47
 pytestmark = pytest.mark.timeout(240)
@@ -25,16 +25,8 @@ def _encoded(ext: str) -> bytes:
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("node_compressed")
-    node = NodeProcess(DOMAIN, {"compressed": True, "num_threads": 1}, tmp, remap={"image/compressed": "/cam/image_raw/compressed"})
-    client = Client(DOMAIN)
-    try:
-        client.wait_for_services()
+    with running_node(DOMAIN, {"compressed": True, "num_threads": 1}, tmp, remap={"image/compressed": "/cam/image_raw/compressed"}) as (node, client):
         yield node, client
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log())
-        assert code == 0, f"node exited with {code}"
 
 
 def test_jpeg_and_png_are_tracked_and_corrupt_data_is_rejected(ros):

@@ -16,7 +16,7 @@ from rcl_interfaces.srv import SetParameters
 
 from mixformer_ros.msg import TrackerStatus
 from mixformer_ros.ros.conversions import detection_to_xywh, stamp_to_ns
-from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
+from node_harness import running_node, image_msg, stamp, wait_until
 from parity import load_npz, write_fixture_checkpoint
 
 DOMAIN = 40
@@ -44,16 +44,8 @@ def ros(tmp_path_factory):
         "update_interval": 200,
         "publish_debug_image": True,
     }
-    node = NodeProcess(DOMAIN, params, tmp)
-    client = Client(DOMAIN)
-    try:
-        client.wait_for_services()
+    with running_node(DOMAIN, params, tmp) as (node, client):
         yield node, client
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log())
-        assert code == 0, f"node exited with {code}"
 
 
 def _publish(client, frames, index, base_sec=1000):

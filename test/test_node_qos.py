@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
+from node_harness import running_node, image_msg, stamp, wait_until
 
 DOMAIN = 43
 pytestmark = pytest.mark.timeout(240)
@@ -24,16 +24,8 @@ FRAME = np.random.default_rng(5).integers(0, 256, size=(480, 640, 3), dtype=np.u
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("node_qos")
-    node = NodeProcess(DOMAIN, {}, tmp)  # every parameter at its default
-    client = Client(DOMAIN)
-    try:
-        client.wait_for_services()
+    with running_node(DOMAIN, {}, tmp) as (node, client):  # every parameter at its default
         yield node, client
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log())
-        assert code == 0, f"node exited with {code}"
 
 
 @pytest.mark.parametrize("camera_qos, base", [("reliable", 100), ("sensor_data", 200)])

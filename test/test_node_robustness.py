@@ -14,7 +14,7 @@ import pytest
 
 from diagnostic_msgs.msg import DiagnosticArray
 from mixformer_ros.msg import TrackerStatus
-from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
+from node_harness import running_node, image_msg, stamp, wait_until
 
 DOMAIN = 41
 pytestmark = pytest.mark.timeout(240)
@@ -26,16 +26,8 @@ SCENE = RNG.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("node_robustness")
-    node = NodeProcess(DOMAIN, {"variant": "S", "num_threads": 1, "frame_buffer_size": 10}, tmp)
-    client = Client(DOMAIN)
-    try:
-        client.wait_for_services()
+    with running_node(DOMAIN, {"variant": "S", "num_threads": 1, "frame_buffer_size": 10}, tmp) as (node, client):
         yield node, client
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log())
-        assert code == 0, f"node exited with {code}"
 
 
 def _good(client, index, base=100):

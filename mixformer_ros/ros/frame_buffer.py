@@ -63,6 +63,16 @@ class FrameBuffer:
         with self._lock:
             return self._frames[-1] if self._frames else None
 
+    def is_repeat(self, stamp_ns: int) -> bool:
+        """True when a frame re-sent with the newest buffered frame's (non-zero) stamp arrives.
+
+        Players and relays sometimes send a frame twice; tracking it twice would advance the
+        tracker on a frame it has already seen. Cameras that leave stamps at zero are never
+        treated as repeating.
+        """
+        with self._lock:
+            return stamp_ns != 0 and bool(self._frames) and self._frames[-1].stamp_ns == stamp_ns
+
     def find(self, stamp_ns: int) -> Frame | None:
         """The newest buffered frame with exactly this stamp, or None."""
         with self._lock:

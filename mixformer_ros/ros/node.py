@@ -175,12 +175,7 @@ class TrackerNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._stop_worker_thread()
-        for timer in self._timer_handles:
-            self.destroy_timer(timer)
-        self._timer_handles = []
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self._sub = None
+        self._stop_input()
         with self._state_lock:
             self._track = None
             self._release_model()
@@ -256,13 +251,17 @@ class TrackerNode(LifecycleNode):
 
             torch.cuda.empty_cache()
 
-    def _destroy_interfaces(self) -> None:
+    def _stop_input(self) -> None:
+        """Drop the image subscription and the timers (QoS re-check, diagnostics)."""
         for timer in self._timer_handles:
             self.destroy_timer(timer)
         self._timer_handles = []
         if self._sub is not None:
             self.destroy_subscription(self._sub)
             self._sub = None
+
+    def _destroy_interfaces(self) -> None:
+        self._stop_input()
         for pub in self._output_pubs:
             self.destroy_publisher(pub)
         self._output_pubs = []
@@ -327,6 +326,10 @@ class TrackerNode(LifecycleNode):
 
     def _accept(self, header, decode) -> None:
         arrival = time.monotonic()
+        stamp_ns = stamp_to_ns(header.stamp)
+        if self._buffer.is_repeat(stamp_ns):
+            self.get_logger().debug(f"ignoring a repeated frame with stamp {stamp_ns} ns")
+            return
         self._received += 1
         self._received_times.append(arrival)
         try:
@@ -334,7 +337,7 @@ class TrackerNode(LifecycleNode):
         except ImageConversionError as exc:
             self._reject(header, f"frame rejected: {exc}")
             return
-        self._buffer.push(stamp_to_ns(header.stamp), header, rgb, arrival)
+        self._buffer.push(stamp_ns, header, rgb, arrival)
         self._new_frame.set()
 
     def _reject(self, header, reason: str) -> None:
