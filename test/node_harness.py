@@ -214,6 +214,19 @@ def running_node(domain_id: int, params: dict, log_dir: Path, **node_options):
         assert code == 0, f"node exited with {code}"
 
 
+def assert_matches_fixture_run(detections, expected: dict, num_frames: int) -> list:
+    """Detections of frames 1..num_frames-1 (matched by stamp) equal the fixture's `real` run; returns them in order."""
+    from mixformer_ros.ros.conversions import detection_to_xywh, stamp_to_ns
+
+    by_stamp = {stamp_to_ns(m.header.stamp): m for _, m in detections}
+    ordered = [by_stamp[stamp_to_ns(stamp(i))] for i in range(1, num_frames)]
+    boxes = np.array([detection_to_xywh(m) for m in ordered])
+    scores = np.array([m.results[0].hypothesis.score for m in ordered])
+    np.testing.assert_allclose(boxes, expected["real__out_boxes_xywh"][1:], atol=1e-3, rtol=0)
+    np.testing.assert_allclose(scores, expected["real__out_scores"][1:], atol=1e-5, rtol=0)
+    return ordered
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

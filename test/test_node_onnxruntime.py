@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixformer_ros.ros.conversions import detection_to_xywh, stamp_to_ns
-from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
+from node_harness import Client, NodeProcess, assert_matches_fixture_run, image_msg, stamp, wait_until
 from parity import load_npz, write_fixture_checkpoint
 
 DOMAIN = 48
@@ -38,10 +37,5 @@ def test_onnxruntime_backend_matches_the_fixture(tmp_path):
         code = node.stop()
         print(node.log()[-3000:])
     assert code == 0
-    by_stamp = {stamp_to_ns(m.header.stamp): m for _, m in detections}
-    ordered = [by_stamp[stamp_to_ns(stamp(i))] for i in range(1, len(frames))]
-    boxes = np.array([detection_to_xywh(m) for m in ordered])
-    scores = np.array([m.results[0].hypothesis.score for m in ordered])
-    np.testing.assert_allclose(boxes, expected["real__out_boxes_xywh"][1:], atol=1e-3, rtol=0)
-    np.testing.assert_allclose(scores, expected["real__out_scores"][1:], atol=1e-5, rtol=0)
+    assert_matches_fixture_run(detections, expected, len(frames))
     assert statuses[-1].backend == "onnxruntime"

@@ -15,8 +15,7 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
 from mixformer_ros.msg import TrackerStatus
-from mixformer_ros.ros.conversions import detection_to_xywh, stamp_to_ns
-from node_harness import running_node, image_msg, stamp, wait_until
+from node_harness import assert_matches_fixture_run, image_msg, running_node, stamp, wait_until
 from parity import load_npz, write_fixture_checkpoint
 
 DOMAIN = 40
@@ -101,12 +100,7 @@ def test_detections_match_tracker_fixture(ros, fixture_data):
         wait_until(lambda: len(client.snapshot()[0]) >= i, 60, f"detection for frame {i}")
 
     detections, statuses = client.snapshot()
-    by_stamp = {stamp_to_ns(m.header.stamp): m for _, m in detections}
-    ordered = [by_stamp[stamp_to_ns(stamp(i))] for i in range(1, len(frames))]
-    boxes = np.array([detection_to_xywh(m) for m in ordered])
-    scores = np.array([m.results[0].hypothesis.score for m in ordered])
-    np.testing.assert_allclose(boxes, expected["real__out_boxes_xywh"][1:], atol=1e-3, rtol=0)
-    np.testing.assert_allclose(scores, expected["real__out_scores"][1:], atol=1e-5, rtol=0)
+    ordered = assert_matches_fixture_run(detections, expected, len(frames))
 
     # Header copied from the input image; one track id; label default; theta zero.
     assert all(m.header.frame_id == FRAME_ID for m in ordered)
