@@ -39,7 +39,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 from mixformer_ros.demo_clip import ClipConfig, make_clip  # noqa: E402
 from mixformer_ros.ros.conversions import stamp_to_ns  # noqa: E402
-from node_harness import Client, NodeProcess, image_msg, stamp, wait_until  # noqa: E402
+from node_harness import Client, NodeProcess, image_msg, stamp  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "node_latency.json"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
@@ -73,18 +73,17 @@ def _node_latency(client: Client) -> dict[int, float]:
 
 def run_lockstep(client: Client, frames: list[np.ndarray], base: int) -> tuple[dict, dict]:
     pub = client.publisher()
-    sent = {}
+    e2e = []
     for i, frame in enumerate(tqdm(frames, desc="lockstep", unit="frame")):
         msg = image_msg(frame, "bgr8", stamp(i, base))
-        key = stamp_to_ns(stamp(i, base))
-        sent[key] = time.monotonic()
+        sent = time.monotonic()
         pub.publish(msg)
-        wait_until(lambda: key in _received_at(client), 30, f"detection of frame {i}", interval=0.001)
+        received = client.wait_for_detection(stamp(i, base), 30)
+        if i > 0:  # the first frame pays for lazy initialisation
+            e2e.append((received - sent) * 1000.0)
     time.sleep(0.5)
-    received, inside = _received_at(client), _node_latency(client)
-    keys = sorted(sent)[1:]  # the first frame pays for lazy initialisation
-    e2e = [(received[k] - sent[k]) * 1000.0 for k in keys]
-    node = [inside[k] for k in keys if k in inside]
+    inside = _node_latency(client)
+    node = [inside[stamp_to_ns(stamp(i, base))] for i in range(1, len(frames)) if stamp_to_ns(stamp(i, base)) in inside]
     return _percentiles(e2e), _percentiles(node)
 
 

@@ -96,6 +96,7 @@ class Client:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.lock = threading.Lock()
+        self._detection_arrived = threading.Condition(self.lock)
         self.detections: list[tuple[float, Detection2D]] = []
         self.statuses: list[TrackerStatus] = []
         self.debug_images: list[Image] = []
@@ -117,6 +118,22 @@ class Client:
     def _on_det(self, msg):
         with self.lock:
             self.detections.append((time.monotonic(), msg))
+            self._detection_arrived.notify_all()
+
+    def wait_for_detection(self, stamp_: Time, timeout: float) -> float:
+        """Blocks (without polling, so the receiving thread keeps the GIL) until the detection of
+        the frame with this stamp arrives; returns its receipt time (time.monotonic())."""
+
+        def arrival():
+            for received_at, msg in reversed(self.detections):
+                if msg.header.stamp == stamp_:
+                    return received_at
+            return None
+
+        with self.lock:
+            if not self._detection_arrived.wait_for(lambda: arrival() is not None, timeout):
+                raise TimeoutError(f"no detection for stamp {stamp_.sec}.{stamp_.nanosec:09d} within {timeout} s")
+            return arrival()
 
     def _on_status(self, msg):
         with self.lock:
