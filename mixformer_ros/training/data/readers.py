@@ -186,18 +186,8 @@ class _StillSequence(Sequence):
     def __init__(self, name: str, image: Path, box: np.ndarray):
         self.name = name
         self._image = image
-        self._boxes = box.reshape(1, 4).astype(np.float32)
-
-    def __len__(self) -> int:
-        return 1
-
-    @property
-    def boxes(self) -> np.ndarray:
-        return self._boxes
-
-    @property
-    def visible(self) -> np.ndarray:
-        return np.ones(1, bool)
+        self.boxes = box.reshape(1, 4).astype(np.float32)
+        self.visible = np.ones(1, bool)
 
     def frame(self, index: int) -> np.ndarray:
         return read_image_rgb(self._image)

@@ -17,20 +17,17 @@ class FrameReadError(RuntimeError):
 
 
 class Sequence:
-    """A tracking sequence: N frames, (N, 4) boxes x,y,w,h in pixels and an (N,) visibility mask."""
+    """A tracking sequence: N frames, (N, 4) boxes x,y,w,h in pixels and an (N,) visibility mask.
+
+    Subclasses set ``name``, ``boxes`` and ``visible`` and implement ``frame``.
+    """
 
     name: str
+    boxes: np.ndarray  # (N, 4) float32
+    visible: np.ndarray  # (N,) bool
 
     def __len__(self) -> int:
-        raise NotImplementedError
-
-    @property
-    def boxes(self) -> np.ndarray:
-        raise NotImplementedError
-
-    @property
-    def visible(self) -> np.ndarray:
-        raise NotImplementedError
+        return len(self.boxes)
 
     def frame(self, index: int) -> np.ndarray:
         """RGB uint8 (H, W, 3) image of frame `index`; raises FrameReadError when unreadable."""
@@ -58,20 +55,9 @@ class FileSequence(Sequence):
             raise ValueError(f"{name}: {len(frames)} frames but {len(boxes)} boxes")
         self.name = name
         self._frames = frames
-        self._boxes = boxes.astype(np.float32)
-        ok = valid_boxes(self._boxes)
-        self._visible = ok if visible is None else (visible.astype(bool) & ok)
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    @property
-    def boxes(self) -> np.ndarray:
-        return self._boxes
-
-    @property
-    def visible(self) -> np.ndarray:
-        return self._visible
+        self.boxes = boxes.astype(np.float32)
+        ok = valid_boxes(self.boxes)
+        self.visible = ok if visible is None else (visible.astype(bool) & ok)
 
     def frame(self, index: int) -> np.ndarray:
         return read_image_rgb(self._frames[index])

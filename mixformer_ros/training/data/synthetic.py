@@ -165,14 +165,14 @@ class SyntheticSequence(Sequence):
             shift = self._target.boxes[mid, :2] + self._target.boxes[mid, 2:] / 2 - (occ.boxes[mid, :2] + occ.boxes[mid, 2:] / 2)
             occ.boxes[:, :2] += shift
             self._occluder = occ
-        self._boxes = self._target.boxes.copy()
-        self._visible = self._compute_visibility()
+        self.boxes = self._target.boxes.copy()
+        self.visible = self._compute_visibility()
 
     def _compute_visibility(self) -> np.ndarray:
         """A frame's target is visible when an occluder hides less than 70 % of its box."""
-        vis = np.ones(len(self._boxes), bool)
+        vis = np.ones(len(self.boxes), bool)
         fw, fh = self._cfg.frame_size
-        for i, (x, y, w, h) in enumerate(self._boxes):
+        for i, (x, y, w, h) in enumerate(self.boxes):
             inside_w = min(x + w, fw) - max(x, 0)
             inside_h = min(y + h, fh) - max(y, 0)
             if inside_w * inside_h < 0.3 * w * h:
@@ -184,17 +184,6 @@ class SyntheticSequence(Sequence):
                 if iw * ih > 0.7 * w * h:
                     vis[i] = False
         return vis
-
-    def __len__(self) -> int:
-        return self._cfg.num_frames
-
-    @property
-    def boxes(self) -> np.ndarray:
-        return self._boxes
-
-    @property
-    def visible(self) -> np.ndarray:
-        return self._visible
 
     def frame(self, index: int) -> np.ndarray:
         fw, fh = self._cfg.frame_size
