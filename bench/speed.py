@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from paths import OPENCV_MODELS_DIR, SOT_DIR  # noqa: E402
 from mixformer_ros.backends import export  # noqa: E402
 from mixformer_ros.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from mixformer_ros.backends.torch_backend import TorchBackend  # noqa: E402
+from mixformer_ros.backends.torch_backend import Normalize, TorchBackend  # noqa: E402
 from mixformer_ros.evaluation.datasets import load_sequence  # noqa: E402
 from mixformer_ros.model import MixFormerV2, load_model  # noqa: E402
 from mixformer_ros.tracking import MixFormerTracker, preset_settings  # noqa: E402
@@ -230,7 +230,7 @@ def count_flops(model: MixFormerV2) -> dict:
     attn = {"full": attention_flops(cfg, nt, nt) + attention_flops(cfg, ns, nt + ns),
             "cached": attention_flops(cfg, ns, nt + ns), "template_update": attention_flops(cfg, nt, nt)}
     inputs = export.example_inputs(model)
-    t, ot, s = (export.Normalize()(inputs[k]) for k in ("template", "online_template", "search"))
+    t, ot, s = (Normalize()(inputs[k]) for k in ("template", "online_template", "search"))
     result = {}
     with torch.no_grad():
         for name, fn in (("full", lambda: model(t, ot, s)), ("cached", lambda: model.forward_search(s, inputs["template_kv"])),
@@ -249,7 +249,7 @@ def normalisation_cost(search_size: int, threads: int, rounds: int = 200) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "norm.onnx"
         with torch.no_grad():
-            torch.onnx.export(export.Normalize().eval(), (torch.from_numpy(crop[None]),), str(path), dynamo=True,
+            torch.onnx.export(Normalize().eval(), (torch.from_numpy(crop[None]),), str(path), dynamo=True,
                               opset_version=export.OPSET, input_names=["x"], output_names=["y"], external_data=False)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mixformer_ros.demo_clip import ClipConfig, iou_xywh, make_clip
+from mixformer_ros.demo_clip import ClipConfig, make_clip
+from mixformer_ros.evaluation.metrics import box_iou
 
 log = logging.getLogger("mixformer_ros.demo")
 
@@ -375,7 +376,7 @@ def _report(args, checkpoint, fps, frames, publish_times, detections, status, tr
     mean_iou = success = None
     if truth is not None and tracked:
         idx = [i for i in range(1, len(frames)) if boxes[i] is not None]
-        ious = iou_xywh(np.array([boxes[i] for i in idx]), truth[idx])
+        ious = box_iou(np.array([boxes[i] for i in idx]), truth[idx])
         mean_iou, success = float(ious.mean()), float((ious > 0.5).mean())
 
     held: list[float] | None = None

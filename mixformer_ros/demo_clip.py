@@ -96,14 +96,3 @@ def make_clip(config: ClipConfig = ClipConfig()) -> tuple[list[np.ndarray], np.n
         frames.append(frame)
         boxes.append([x, y, w, h])
     return frames, np.asarray(boxes, dtype=np.float64)
-
-
-def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of two (N, 4) x, y, w, h arrays."""
-    ax1, ay1 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx1, by1 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax1, bx1) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(ay1, by1) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from ..model import MixFormerV2, load_model, variant_config
-from ..tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from .torch_backend import Normalize
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,6 @@ FP32_BOX_TOLERANCE = 1e-4
 
 class ExportError(RuntimeError):
     """The export failed or its graphs disagree with PyTorch beyond the tolerance."""
-
-
-class Normalize(nn.Module):
-    """uint8 (B, H, W, 3) RGB -> float (B, 3, H, W), (x / 255 - mean) / std in the same order as the torch backend."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mean", torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-        return (x / 255.0 - self.mean) / self.std
 
 
 class EncoderGraph(nn.Module):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ..model import MixFormerV2
 from ..tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
@@ -11,6 +12,20 @@ from ..tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 # (avx512_bf16) autocast ran the cached path ~2.4x faster than fp32 with boxes within ~4e-4 of the
 # crop, while torch.compile was no faster than eager (bench/torch_cpu_options.py), so eager it is.
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Normalize(nn.Module):
+    """uint8 (B, H, W, 3) RGB crops -> float (B, 3, H, W), (x / 255 - mean) / std: the tracker's
+    preprocessing on tensors (the backend, the exported graphs and training all use this one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
+        return (x / 255.0 - self.mean) / self.std
 
 
 def resolve_device(device: str) -> torch.device:
@@ -30,8 +45,7 @@ class TorchBackend:
         self.device = str(self._device)
         self.precision = precision
         self.model = model.to(self._device).eval()
-        self._mean = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1).to(self._device)
-        self._std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1).to(self._device)
+        self._normalize = Normalize().to(self._device)
         self._template_kv: torch.Tensor | None = None
 
     def _autocast(self):
@@ -43,8 +57,7 @@ class TorchBackend:
         batch = torch.from_numpy(np.stack(crops))  # (N, H, W, 3) uint8
         if self._device.type == "cuda":
             batch = batch.pin_memory().to(self._device, non_blocking=True)
-        x = batch.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
-        return (x / 255.0 - self._mean) / self._std
+        return self._normalize(batch)
 
     @torch.inference_mode()
     def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:

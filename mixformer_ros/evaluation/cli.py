@@ -48,6 +48,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences")
 
 
+def _add_invalid_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--invalid", default="exclude", choices=INVALID_RULES, help="rule for frames without ground truth")
+
+
 def _add_tracker_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tracker")
     g.add_argument("--tracker", required=True, choices=TRACKER_NAMES, help="which tracker to run")
@@ -219,7 +223,7 @@ def _add_replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="mixformer_live", help="name of the result set")
     p.add_argument("--results", type=Path, help="also write the result files under this root")
     p.add_argument("--json", type=Path, help="write the report (accuracy, latency, drops) as JSON here")
-    p.add_argument("--invalid", default="exclude", choices=INVALID_RULES, help="rule for frames without ground truth")
+    _add_invalid_arg(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,14 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracker_args(p)
     p.add_argument("--results", type=Path, required=True, help="results root folder")
     p.add_argument("--overwrite", action="store_true", help="rerun sequences that already have results")
-    p.add_argument("--invalid", default="exclude", choices=INVALID_RULES, help="rule for frames without ground truth")
+    _add_invalid_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("metrics", help="score result folders",
                        description="Score one or more result folders (one per tracker) against the ground truth.")
     p.add_argument("result_dirs", nargs="+", type=Path, metavar="RESULT_DIR", help="results/<tracker> folders")
     _add_data_args(p)
-    p.add_argument("--invalid", default="exclude", choices=INVALID_RULES, help="rule for frames without ground truth")
+    _add_invalid_arg(p)
     p.add_argument("--output-format", default="md", choices=("md", "csv", "json"), help="what to print")
     p.add_argument("--out", type=Path, help="also write tables (Markdown and CSV) into this folder")
     p.set_defaults(func=cmd_metrics)
@@ -258,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="folder for tables and plots")
     p.add_argument("--title", default="", help="text appended to the plot titles")
-    p.add_argument("--invalid", default="exclude", choices=INVALID_RULES, help="rule for frames without ground truth")
+    _add_invalid_arg(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("to-bag", help="convert a sequence folder or a video into a rosbag2",
@@ -280,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-topic", help="camera topic (default: the only Image/CompressedImage topic)")
     p.add_argument("--gt-topic", help="ground-truth topic (default: the only Detection2D topic)")
     p.add_argument("--results", type=Path, help="also write the result files under this root")
-    p.add_argument("--invalid", default="exclude", choices=INVALID_RULES, help="rule for frames without ground truth")
+    _add_invalid_arg(p)
     p.set_defaults(func=cmd_eval_bag)
 
     p = sub.add_parser("replay", help="play a bag into the running tracker node and score it (ROS)",

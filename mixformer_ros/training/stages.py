@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from mixformer_ros.model import (MixFormerV2, MixFormerV2Config, build_mixformerv2, config_from_state_dict, load_weights,
                                  read_checkpoint)
-from mixformer_ros.tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from mixformer_ros.backends.torch_backend import Normalize
 
 from .config import ConfigError, TrainConfig
 from .elimination import elimination_rate, make_decayable, prune_layers, reduce_mlp, set_residual_scale
@@ -30,12 +31,16 @@ from .teachers import DENSE_TEACHER_FORMAT, DenseTeacher
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=None)
+def _normalizer(device: torch.device) -> Normalize:
+    return Normalize().to(device)
+
+
 def normalise(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 (B, 3, H, W) crops -> float inputs normalised like the tracker's preprocessing."""
-    mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    """uint8 (B, 3, H, W) crops -> float inputs normalised exactly like the tracker's preprocessing."""
+    norm = _normalizer(device)
     return tuple(
-        (batch[k].to(device, non_blocking=True).float() / 255.0 - mean) / std
+        norm(batch[k].to(device, non_blocking=True).permute(0, 2, 3, 1))  # NHWC view, as crops come
         for k in ("template", "online_template", "search")
     )
 
