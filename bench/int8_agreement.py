@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", help="trained checkpoint (default: models/demo_tracker.pth.tar when present)")
     p.add_argument("--variant", choices=["S", "B"], default="S", help="shape of the fixture-weight network")
     p.add_argument("--trained-only", action="store_true", help="skip the fixture-weight network")
-    p.add_argument("--torch-bf16", action="store_true", help="also run the torch backend with bf16 autocast")
+    p.add_argument("--torch-bf16", action="store_true", help="also run the torch backend in bf16")
     p.add_argument("--device", default="cpu", help="cpu (int8 vs fp32) or cuda (fp16 vs fp32)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--preset", default="lasot")

@@ -1,4 +1,4 @@
-"""Which PyTorch CPU options speed up the torch backend's cached path: eager fp32, bf16 autocast
+"""Which PyTorch CPU options speed up the torch backend's cached path: eager fp32, a bf16 backbone
 (oneDNN on CPUs with avx512_bf16/AMX), and optionally torch.compile. Interleaved in one process.
 
 Usage: .venv/bin/python bench/torch_cpu_options.py [--variant S] [--threads 1] [--compile]
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     def fresh(precision="fp32"):
         return TorchBackend(load_model(state_dict=fixture_state_dict(args.variant)), precision=precision)
 
-    backends = {"eager fp32": fresh(), "eager bf16 autocast": fresh("bf16")}
+    backends = {"eager fp32": fresh(), "eager bf16": fresh("bf16")}
     cfg = backends["eager fp32"].model.config
     rng = np.random.default_rng(0)
     t = rng.integers(0, 256, (cfg.template_size, cfg.template_size, 3), dtype=np.uint8)
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if args.compile:
         backend = fresh()
         start = time.perf_counter()
-        backend.model.forward_search = torch.compile(backend.model.forward_search)
+        backend.model.backbone.forward_search = torch.compile(backend.model.backbone.forward_search)
         backend.set_templates(t, t)
         backend.predict(s)  # compiles
         compile_s = time.perf_counter() - start

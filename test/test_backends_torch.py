@@ -1,6 +1,7 @@
-"""The PyTorch backend's CPU fast path: bf16 autocast (oneDNN) stays close to the fp32 fixture run."""
+"""The PyTorch backend's CPU fast path: a bf16 backbone (oneDNN, AMX where present) stays close to the fp32 fixture run."""
 import numpy as np
 import pytest
+import torch
 
 from parity import fixture_state_dict, load_npz, video_rgb
 from mixformer_ros.backends import create_backend
@@ -8,7 +9,7 @@ from mixformer_ros.model import build_mixformerv2
 from mixformer_ros.tracking import build_tracker
 
 
-def test_bf16_autocast_on_cpu_tracks_within_a_pixel_of_fp32():
+def test_bf16_on_cpu_tracks_within_a_pixel_of_fp32():
     ref = load_npz("tracker_S.npz")["real__out_boxes_xywh"]
     trk = build_tracker(state_dict=fixture_state_dict("S"), backend="torch", precision="bf16")
     assert trk.backend.precision == "bf16" and trk.backend.device == "cpu"
@@ -17,6 +18,14 @@ def test_bf16_autocast_on_cpu_tracks_within_a_pixel_of_fp32():
     boxes = np.array([init_box] + [trk.track(f).box for f in frames[1:]])
     assert np.all(np.isfinite(boxes))
     np.testing.assert_allclose(boxes, ref, rtol=0, atol=1.0)  # measured: <= 0.2 px on this video
+
+
+def test_bf16_backbone_with_fp32_heads_leaves_the_callers_network_alone():
+    net = build_mixformerv2("S")
+    backend = create_backend("torch", net, precision="bf16")
+    assert {p.dtype for p in backend.model.backbone.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in backend.model.box_head.parameters()} == {torch.float32}
+    assert {p.dtype for p in net.parameters()} == {torch.float32}  # a copy was converted, not the caller's
 
 
 def test_torch_backend_rejects_unknown_precision_and_onnx_options():

@@ -77,8 +77,11 @@ def test_template_cache_equals_full_forward(case):
     cfg = net.config
     assert kv.shape == (cfg.depth, 2, 1, cfg.num_heads, 2 * cfg.template_tokens, cfg.embed_dim // cfg.num_heads)
     for a, b in ((full, cached), (full_other, cached_other)):
-        for key in ("pred_boxes", "pred_scores", "pred_tokens", *SIDES):
+        for key in ("pred_boxes", "pred_scores", *SIDES):
             np.testing.assert_allclose(b[key].numpy(), a[key].numpy(), rtol=0, atol=1e-6)
+        # The cached path's last block multiplies 4 rows instead of all of them, so float32 sums are
+        # blocked differently: tokens of magnitude ~2 differ in the last bits (2.3e-6 seen for B).
+        np.testing.assert_allclose(b["pred_tokens"].numpy(), a["pred_tokens"].numpy(), rtol=0, atol=1e-5)
 
 
 def test_batched_forward_equals_single(case):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxscript
 import torch
 import torch.nn as nn
 
@@ -38,9 +39,9 @@ from .torch_backend import Normalize
 
 log = logging.getLogger(__name__)
 
-OPSET = 18
+OPSET = 20  # 20 has Gelu, which ONNX Runtime fuses with its bias add (18 spells it out with Erf)
 # Bump when the graphs' interface or contents change, so cached exports are rebuilt.
-EXPORT_FORMAT = "mixformer_ros-onnx/1"
+EXPORT_FORMAT = "mixformer_ros-onnx/2"
 GRAPH_FILES = {"encoder": "encoder.onnx", "predictor": "predictor.onnx", "full": "full.onnx"}
 MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -142,10 +143,15 @@ def _export_graph(model: MixFormerV2, kind: str, path: Path, opset: int) -> None
             )
     finally:
         registry_log.setLevel(level)
+    # The exporter folds constants only up to small sizes; fold the weight slices too (the cached
+    # path's last block projects queries and keys/values with parts of its qkv weight), so every
+    # Linear is a MatMul on an initializer, which the int8 quantiser and ORT's fusions need.
+    folding_limit = max(p.numel() for p in model.parameters())
+    onnxscript.optimizer.optimize(program.model, input_size_limit=folding_limit, output_size_limit=folding_limit)
     program.save(str(path), external_data=False)
 
 
-def _quantize_int8(src: Path, dst: Path, depth: int) -> None:
+def _quantize_int8(src: Path, dst: Path, block_linears: int) -> None:
     """Dynamic int8 (per-channel int8 weights, activations quantised per call) for the transformer blocks' Linears.
 
     Left in fp32: the attention products (both operands are activations) and the four head
@@ -157,10 +163,10 @@ def _quantize_int8(src: Path, dst: Path, depth: int) -> None:
 
     graph = onnx.load(str(src)).graph
     weights = {init.name for init in graph.initializer}
-    # Weight MatMuls in module order (the exporter keeps it): 4 per block, then the box and score heads' 2 + 2.
+    # Weight MatMuls in module order (the exporter keeps it): the blocks', then the box and score heads' 2 + 2.
     linears = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
-    if len(linears) != 4 * depth + 4:
-        raise ExportError(f"{src.name}: expected {4 * depth + 4} Linear MatMuls, found {len(linears)}; "
+    if len(linears) != block_linears + 4:
+        raise ExportError(f"{src.name}: expected {block_linears + 4} Linear MatMuls, found {len(linears)}; "
                           "the graph layout changed, so int8 would not know which layers to keep in fp32")
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=linears[:-4])
@@ -242,7 +248,8 @@ def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str 
                 _export_graph(model, kind, fp32_path, opset)
             if precision == "int8" and kind != "encoder":
                 # The encoder runs once per template update; int8 there would only add error to every frame's KV.
-                _quantize_int8(fp32_path, fp32_path, model.config.depth)
+                # 4 Linears per block; the predictor's last block projects queries and keys/values apart.
+                _quantize_int8(fp32_path, fp32_path, 4 * model.config.depth + (kind == "predictor"))
             elif precision == "fp16":
                 _convert_fp16(fp32_path, fp32_path)
         parity = parity_check(model, tmp, precision, kinds) if check else None

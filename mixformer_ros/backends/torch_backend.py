@@ -1,6 +1,8 @@
 """PyTorch backend: templates encoded once per update, only search tokens run per frame."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -8,10 +10,11 @@ import torch.nn as nn
 from ..model import MixFormerV2
 from ..tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-# fp16 is for CUDA. bf16 also pays on CPUs with bf16 instructions: on the project's Zen 5
-# (avx512_bf16) autocast ran the cached path ~2.4x faster than fp32 with boxes within ~4e-4 of the
-# crop, while torch.compile was no faster than eager (bench/torch_cpu_options.py), so eager it is.
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# fp16 is for CUDA. bf16 also pays on CPUs with bf16 instructions (avx512_bf16, AMX): the backbone
+# is stored in that dtype (autocast would cast every weight again on each call: 1.5x slower on the
+# cached path of S on a Sapphire Rapids core), the heads stay fp32 since they turn four tokens into
+# bin distributions and the score. torch.compile was no faster than eager (bench/torch_cpu_options.py).
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class Normalize(nn.Module):
@@ -44,32 +47,30 @@ class TorchBackend:
         self._device = resolve_device(device)
         self.device = str(self._device)
         self.precision = precision
+        self._dtype = PRECISIONS[precision]
+        if self._dtype != torch.float32:
+            model = copy.deepcopy(model)  # the caller's network stays fp32
         self.model = model.to(self._device).eval()
+        self.model.backbone.to(self._dtype)
         self._normalize = Normalize().to(self._device)
         self._template_kv: torch.Tensor | None = None
-
-    def _autocast(self):
-        dtype = PRECISIONS[self.precision]
-        return torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None)
 
     def _to_input(self, *crops: np.ndarray) -> torch.Tensor:
         """uint8 (H, W, 3) crops -> normalised (N, 3, H, W) float32 on the device (uint8 crosses the bus)."""
         batch = torch.from_numpy(np.stack(crops))  # (N, H, W, 3) uint8
         if self._device.type == "cuda":
             batch = batch.pin_memory().to(self._device, non_blocking=True)
-        return self._normalize(batch)
+        return self._normalize(batch).to(self._dtype)
 
     @torch.inference_mode()
     def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
         t, ot = self._to_input(template, online_template)
-        with self._autocast():
-            self._template_kv = self.model.encode_templates(t[None], ot[None])
+        self._template_kv = self.model.encode_templates(t[None], ot[None])
 
     @torch.inference_mode()
     def predict(self, search: np.ndarray) -> tuple[np.ndarray, float]:
         if self._template_kv is None:
             raise RuntimeError("predict() before set_templates()")
-        with self._autocast():
-            out = self.model.forward_search(self._to_input(search), self._template_kv)
-        box = out["pred_boxes"].reshape(4).float().cpu().numpy()
-        return box, float(out["pred_scores"].float().item())
+        tokens = self.model.backbone.forward_search(self._to_input(search), self._template_kv)
+        out = self.model.heads(tokens.float())
+        return out["pred_boxes"].reshape(4).cpu().numpy(), float(out["pred_scores"].item())
