@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import register_flop_formula
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,19 +220,25 @@ def attention_flops(cfg, queries: int, keys: int) -> float:
     return 4.0 * queries * keys * cfg.embed_dim
 
 
+@register_flop_formula(torch.ops.mixformer_ros.attend_to_cache)
+def _attend_to_cache_flops(x_shape, weight_shape, bias_shape, kv_shape, num_heads, *args, **kwargs) -> int:
+    """The fused cached attention: its qkv projection, then QK^T and attention x V over cache + tokens."""
+    B, N, C = x_shape
+    return 2 * B * N * C * weight_shape[1] + 4 * B * N * (kv_shape[3] + N) * C
+
+
 def count_flops(model: MixFormerV2) -> dict:
     """GFLOPs of one frame (batch 1): matmuls and the patch convolution counted by torch's
-    FlopCounterMode, plus attention products computed from the token counts (the counter does not
-    see PyTorch's fused CPU attention kernel)."""
+    FlopCounterMode, the fused cached attention by its formula below, plus attention products
+    computed from the token counts (the counter does not see PyTorch's fused CPU attention kernel)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = model.config
     nt, ns = 2 * cfg.template_tokens, cfg.search_tokens + 4  # template + online tokens; search + prediction tokens
-    layers = cfg.depth * attention_flops(cfg, ns, nt + ns)
-    # The cached path's last block asks with the 4 prediction tokens only (the heads read nothing else).
-    last_block_cached = attention_flops(cfg, 4, nt + ns)
-    attn = {"full": cfg.depth * attention_flops(cfg, nt, nt) + layers,
-            "cached": layers - attention_flops(cfg, ns, nt + ns) + last_block_cached,
+    # The cached path's blocks but the last are counted by the formula above; the last block asks
+    # with the 4 prediction tokens only (the heads read nothing else).
+    attn = {"full": cfg.depth * (attention_flops(cfg, nt, nt) + attention_flops(cfg, ns, nt + ns)),
+            "cached": attention_flops(cfg, 4, nt + ns),
             "template_update": cfg.depth * attention_flops(cfg, nt, nt)}
     inputs = export.example_inputs(model)
     t, ot, s = (Normalize()(inputs[k]) for k in ("template", "online_template", "search"))

@@ -41,16 +41,46 @@ log = logging.getLogger(__name__)
 
 OPSET = 20  # 20 has Gelu, which ONNX Runtime fuses with its bias add (18 spells it out with Erf)
 # Bump when the graphs' interface or contents change, so cached exports are rebuilt.
-EXPORT_FORMAT = "mixformer_ros-onnx/2"
+EXPORT_FORMAT = "mixformer_ros-onnx/3"
 GRAPH_FILES = {"encoder": "encoder.onnx", "predictor": "predictor.onnx", "full": "full.onnx"}
 MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "int8", "fp16")
+ORT_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators
 # Parity of an fp32 export against PyTorch (normalised box units); above it the export is refused.
 FP32_BOX_TOLERANCE = 1e-4
 
 
 class ExportError(RuntimeError):
     """The export failed or its graphs disagree with PyTorch beyond the tolerance."""
+
+
+def _contrib_attention():
+    """ONNX Runtime's fused ``com.microsoft::Attention`` (version 1) as an onnxscript op.
+
+    onnxscript emits only operators whose schema ONNX knows, and ONNX does not ship ONNX Runtime's
+    contrib schemas, so this one is registered here (the inputs, outputs and attribute we use).
+    """
+    import onnx.defs
+    from onnx.defs import OpSchema
+
+    if not onnx.defs.has("Attention", ORT_DOMAIN):
+        param, optional = OpSchema.FormalParameter, OpSchema.FormalParameterOption.Optional
+        onnx.defs.register_schema(OpSchema(
+            "Attention", ORT_DOMAIN, 1,
+            inputs=[param("input", "T"), param("weights", "T"), param("bias", "T", param_option=optional),
+                    param("mask_index", "M", param_option=optional), param("past", "T", param_option=optional)],
+            outputs=[param("output", "T"), param("present", "T", param_option=optional)],
+            type_constraints=[("T", ["tensor(float)", "tensor(float16)"], ""), ("M", ["tensor(int32)"], "")],
+            attributes=[OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, "", required=True)],
+        ))
+    return onnxscript.values.Opset(ORT_DOMAIN, 1).Attention
+
+
+def _attend_to_cache_onnx(x, qkv_weight_t, qkv_bias, template_kv, num_heads: int):
+    """``mixformer_ros::attend_to_cache`` as one fused Attention node: the cached template keys/values
+    (2, B, heads, Nt, head_dim) are exactly its ``past`` input, and nothing is masked."""
+    output, _present = _contrib_attention()(x, qkv_weight_t, qkv_bias, None, template_kv, num_heads=num_heads)
+    return output
 
 
 class EncoderGraph(nn.Module):
@@ -140,6 +170,7 @@ def _export_graph(model: MixFormerV2, kind: str, path: Path, opset: int) -> None
                 spec.module(model).eval(), args, dynamo=True, opset_version=opset, input_names=list(spec.inputs),
                 output_names=list(spec.outputs), dynamic_shapes=dynamic, external_data=False, optimize=True,
                 verbose=False,
+                custom_translation_table={torch.ops.mixformer_ros.attend_to_cache.default: _attend_to_cache_onnx},
             )
     finally:
         registry_log.setLevel(level)
@@ -152,7 +183,8 @@ def _export_graph(model: MixFormerV2, kind: str, path: Path, opset: int) -> None
 
 
 def _quantize_int8(src: Path, dst: Path, block_linears: int) -> None:
-    """Dynamic int8 (per-channel int8 weights, activations quantised per call) for the transformer blocks' Linears.
+    """Dynamic int8 (per-channel int8 weights, activations quantised per call) for the transformer blocks' Linears,
+    including the qkv projections inside fused Attention nodes (which become ``QAttention``).
 
     Left in fp32: the attention products (both operands are activations) and the four head
     Linears, whose outputs are the bin logits and the score; keeping them cut the box deviation
@@ -165,11 +197,13 @@ def _quantize_int8(src: Path, dst: Path, block_linears: int) -> None:
     weights = {init.name for init in graph.initializer}
     # Weight MatMuls in module order (the exporter keeps it): the blocks', then the box and score heads' 2 + 2.
     linears = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
-    if len(linears) != block_linears + 4:
-        raise ExportError(f"{src.name}: expected {block_linears + 4} Linear MatMuls, found {len(linears)}; "
-                          "the graph layout changed, so int8 would not know which layers to keep in fp32")
+    attentions = [n.name for n in graph.node if n.op_type == "Attention" and n.domain == ORT_DOMAIN]
+    if len(linears) + len(attentions) != block_linears + 4:
+        raise ExportError(f"{src.name}: expected {block_linears + 4} Linears, found {len(linears)} MatMuls and "
+                          f"{len(attentions)} fused attentions; the graph layout changed, so int8 would not know "
+                          "which layers to keep in fp32")
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=linears[:-4])
+                     op_types_to_quantize=["MatMul", "Gemm", "Attention"], nodes_to_quantize=linears[:-4] + attentions)
 
 
 def _convert_fp16(src: Path, dst: Path) -> None:

@@ -33,6 +33,39 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # (B,C,h,w) -> (B, h*w, C)
 
 
+def split_heads(y: torch.Tensor, count: int, num_heads: int) -> tuple[torch.Tensor, ...]:
+    """(B, N, count*C) projections -> ``count`` tensors (B, heads, N, head_dim)."""
+    B, N, _ = y.shape
+    return y.reshape(B, N, count, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    B, H, N, D = x.shape
+    return x.transpose(1, 2).reshape(B, N, H * D)  # (B, N, C)
+
+
+@torch.library.custom_op("mixformer_ros::attend_to_cache", mutates_args=())
+def attend_to_cache(x: torch.Tensor, qkv_weight_t: torch.Tensor, qkv_bias: torch.Tensor,
+                    template_kv: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Tokens x (B, N, C) attending to cached template keys/values (2, B, heads, Nt, head_dim) and
+    to themselves, before the output projection: (B, N, C). ``qkv_weight_t`` is the qkv Linear's
+    weight transposed, (C, 3C).
+
+    One operator (rather than the same lines inline) so that the ONNX export can map it onto
+    ONNX Runtime's fused Attention, whose weight layout is (C, 3C) and whose ``past`` input is
+    exactly this cache: one kernel instead of a chain of transposes, splits and concatenations.
+    """
+    q, k, v = split_heads(F.linear(x, qkv_weight_t.t(), qkv_bias), 3, num_heads)
+    k = torch.cat([template_kv[0], k], dim=2)  # (B, heads, Nt + N, head_dim)
+    v = torch.cat([template_kv[1], v], dim=2)
+    return merge_heads(F.scaled_dot_product_attention(q, k, v))
+
+
+@attend_to_cache.register_fake
+def _(x, qkv_weight_t, qkv_bias, template_kv, num_heads):
+    return torch.empty_like(x)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -40,30 +73,25 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def _split_heads(self, x: torch.Tensor, first: int = 0, count: int = 3) -> tuple[torch.Tensor, ...]:
+    def _project(self, x: torch.Tensor, first: int = 0, count: int = 3) -> tuple[torch.Tensor, ...]:
         """``x`` projected to ``count`` of (q, k, v) starting at index ``first``: each (B, heads, N, head_dim)."""
-        B, N, C = x.shape
+        C = x.shape[-1]
         rows = slice(first * C, (first + count) * C)  # the whole qkv Linear unless a part is asked for
-        y = F.linear(x, self.qkv.weight[rows], self.qkv.bias[rows])
-        return y.reshape(B, N, count, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-
-    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, N, D = x.shape
-        return self.proj(x.transpose(1, 2).reshape(B, N, H * D))  # (B, N, C)
+        return split_heads(F.linear(x, self.qkv.weight[rows], self.qkv.bias[rows]), count, self.num_heads)
 
     def forward(self, x: torch.Tensor, num_template: int) -> torch.Tensor:
         """Joint pass over [template tokens, search + prediction tokens]."""
-        q, k, v = self._split_heads(x)
+        q, k, v = self._project(x)
         t = num_template
         out_t = F.scaled_dot_product_attention(q[:, :, :t], k[:, :, :t], v[:, :, :t])
         out_s = F.scaled_dot_product_attention(q[:, :, t:], k, v)
-        return self._merge_heads(torch.cat([out_t, out_s], dim=2))
+        return self.proj(merge_heads(torch.cat([out_t, out_s], dim=2)))
 
     def forward_template(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Template tokens only; also returns their keys/values stacked as (2, B, heads, Nt, head_dim)."""
-        q, k, v = self._split_heads(x_t)
+        q, k, v = self._project(x_t)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self._merge_heads(out), torch.stack([k, v])
+        return self.proj(merge_heads(out)), torch.stack([k, v])
 
     def forward_search(self, x_s: torch.Tensor, template_kv: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
         """Search + prediction tokens attending to cached template keys/values and themselves.
@@ -72,13 +100,12 @@ class Attention(nn.Module):
         serve as keys/values, and the other rows' queries are never computed.
         """
         if num_queries is None:
-            q, k, v = self._split_heads(x_s)
-        else:
-            (q,) = self._split_heads(x_s[:, -num_queries:], first=0, count=1)
-            k, v = self._split_heads(x_s, first=1, count=2)
+            return self.proj(attend_to_cache(x_s, self.qkv.weight.t(), self.qkv.bias, template_kv, self.num_heads))
+        (q,) = self._project(x_s[:, -num_queries:], first=0, count=1)
+        k, v = self._project(x_s, first=1, count=2)
         k = torch.cat([template_kv[0], k], dim=2)  # (B, heads, Nt + Ns, head_dim)
         v = torch.cat([template_kv[1], v], dim=2)
-        return self._merge_heads(F.scaled_dot_product_attention(q, k, v))
+        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
 class Mlp(nn.Module):
