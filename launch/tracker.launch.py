@@ -5,7 +5,7 @@
     ros2 launch mixformer_ros tracker.launch.py \
         params_file:=$(ros2 pkg prefix mixformer_ros)/share/mixformer_ros/config/mixformerv2_b_gpu.yaml
 
-Values come from ``params_file`` first; the variant, backend, device, checkpoint and compressed
+Values come from ``params_file`` first; the variant, backend, device, precision, checkpoint and compressed
 arguments override it only when given (their empty default means "as in the params file").
 Uses the launch / launch_ros Python API of Jazzy and Kilted.
 """
@@ -21,7 +21,7 @@ from launch_ros.actions import Node
 PACKAGE = "mixformer_ros"
 
 # Launch arguments that are passed on as node parameters of the same name when not empty.
-NODE_PARAMETER_ARGUMENTS = ("variant", "backend", "device", "checkpoint", "compressed")
+NODE_PARAMETER_ARGUMENTS = ("variant", "backend", "device", "precision", "checkpoint", "compressed")
 
 
 def _declare_arguments(share_dir):
@@ -47,6 +47,12 @@ def _declare_arguments(share_dir):
             "device",
             default_value="",
             description="Inference device: cpu, cuda or cuda:N; empty = from params_file",
+        ),
+        DeclareLaunchArgument(
+            "precision",
+            default_value="",
+            choices=["", "fp32", "bf16", "fp16", "int8"],
+            description="Arithmetic: fp32, bf16 (torch), fp16 (CUDA) or int8 (onnxruntime, CPU); empty = from params_file",
         ),
         DeclareLaunchArgument(
             "checkpoint",

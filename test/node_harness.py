@@ -231,7 +231,33 @@ def running_node(domain_id: int, params: dict, log_dir: Path, **node_options):
         assert code == 0, f"node exited with {code}"
 
 
-def assert_matches_fixture_run(detections, expected: dict, num_frames: int) -> list:
+def track_fixture_video(domain_id: int, params: dict, log_dir: Path, video: dict, start_timeout: float = 300):
+    """Starts a node, buffers every frame of the parity fixture's video, then inits on frame 0 by
+    stamp, so the node catches up in order; returns (detections, statuses) once all are tracked."""
+    node = NodeProcess(domain_id, params, log_dir)
+    client = Client(domain_id)
+    frames = video["frames_bgr"]
+    try:
+        client.wait_for_services(timeout=start_timeout)  # an onnxruntime node exports the network first
+        pub = client.publisher()
+        client.wait_for_subscriber(pub)
+        for i in range(len(frames)):  # all buffered before the box arrives
+            pub.publish(image_msg(np.ascontiguousarray(frames[i]), "bgr8", stamp(i)))
+        client.ensure_delivery(None, stamp(len(frames) - 1))
+        reply = client.init(video["init_box_xywh"], stamp(0))
+        assert reply.success, reply.message
+        wait_until(lambda: len(client.snapshot()[0]) >= len(frames) - 1, 120, "catch-up detections")
+        detections, statuses = client.snapshot()
+    finally:
+        client.close()
+        code = node.stop()
+        print(node.log()[-3000:])
+    assert code == 0
+    return detections, statuses
+
+
+def assert_matches_fixture_run(detections, expected: dict, num_frames: int, box_atol: float = 1e-3,
+                               score_atol: float = 1e-5) -> list:
     """Detections of frames 1..num_frames-1 (matched by stamp) equal the fixture's `real` run; returns them in order."""
     from mixformer_ros.ros.conversions import detection_to_xywh, stamp_to_ns
 
@@ -239,8 +265,8 @@ def assert_matches_fixture_run(detections, expected: dict, num_frames: int) -> l
     ordered = [by_stamp[stamp_to_ns(stamp(i))] for i in range(1, num_frames)]
     boxes = np.array([detection_to_xywh(m) for m in ordered])
     scores = np.array([m.results[0].hypothesis.score for m in ordered])
-    np.testing.assert_allclose(boxes, expected["real__out_boxes_xywh"][1:], atol=1e-3, rtol=0)
-    np.testing.assert_allclose(scores, expected["real__out_scores"][1:], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(boxes, expected["real__out_boxes_xywh"][1:], atol=box_atol, rtol=0)
+    np.testing.assert_allclose(scores, expected["real__out_scores"][1:], atol=score_atol, rtol=0)
     return ordered
 
 

@@ -20,7 +20,7 @@ from paths import REPO_ROOT, VENV_PYTHON
 LAUNCH_FILE = REPO_ROOT / "launch" / "tracker.launch.py"
 CONFIGS = [REPO_ROOT / "config" / "mixformerv2_s_cpu.yaml", REPO_ROOT / "config" / "mixformerv2_b_gpu.yaml"]
 EXPECTED_ARGUMENTS = {
-    "variant", "backend", "device", "checkpoint", "image_topic", "compressed",
+    "variant", "backend", "device", "precision", "checkpoint", "image_topic", "compressed",
     "namespace", "use_sim_time", "params_file", "rviz",
 }
 DOMAIN = 45
@@ -55,10 +55,9 @@ def test_launch_file_declares_documented_arguments():
         if kwargs.get("choices") is not None:
             assert kwargs["default_value"] in kwargs["choices"], name
     variant_choices = set(args["variant"]["choices"]) - {""}
-    backend_choices = set(args["backend"]["choices"]) - {""}
     specs = {p.name: p for p in PARAMETERS}
-    assert variant_choices == set(specs["variant"].choices)
-    assert backend_choices == set(specs["backend"].choices)
+    for name in ("variant", "backend", "precision"):
+        assert set(args[name]["choices"]) - {""} == set(specs[name].choices), name
 
 
 def test_launch_file_passes_only_node_parameters():

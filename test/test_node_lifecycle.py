@@ -49,6 +49,13 @@ def test_bad_parameter_value_refuses_to_configure():
     assert "backend='tensorrt' is not one of torch, onnxruntime" in out
 
 
+def test_precision_the_backend_does_not_offer_refuses_to_configure():
+    result = _run_to_exit(["-p", "backend:=torch", "-p", "precision:=int8"])
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "cannot load the tracker model" in out and "unknown precision 'int8'" in out
+
+
 def test_lifecycle_transitions_by_service(tmp_path):
     node = NodeProcess(DOMAIN, {"autostart": False, "frame_buffer_size": 5}, tmp_path)
     client = Client(DOMAIN)

@@ -151,7 +151,8 @@ class TrackerNode(LifecycleNode):
             self.create_service(Trigger, "~/stop", self._on_stop, callback_group=self._services_group),
         ]
         self.get_logger().info(
-            f"configured: MixFormerV2 ({self.settings.variant}) on {self.settings.backend}/{self.settings.device}, "
+            f"configured: MixFormerV2 ({self.settings.variant}) on {self.settings.backend}/{self.settings.device} "
+            f"in {self.settings.precision}, "
             f"preset {self.settings.preset}"
         )
         return TransitionCallbackReturn.SUCCESS
@@ -227,6 +228,7 @@ class TrackerNode(LifecycleNode):
                 checkpoint=s.checkpoint or None,
                 backend=s.backend,
                 device=s.device,
+                precision=s.precision,
                 preset=s.preset,
                 num_threads=s.num_threads or None,
                 backend_options=backend_options,
@@ -546,7 +548,7 @@ class TrackerNode(LifecycleNode):
         state = STATE_NAMES[track.state] if track else "IDLE"
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: tracker"
-        status.hardware_id = f"{self.settings.backend}/{self.settings.device}"
+        status.hardware_id = f"{self.settings.backend}/{self.settings.device}/{self.settings.precision}"
         if state == "LOST":
             status.level, status.message = DiagnosticStatus.WARN, "target lost"
         else:

@@ -19,6 +19,7 @@ from mixformer_ros.ros.qos import QOS_MODES
 
 VARIANTS = ("S", "B", "auto")
 BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("backend", "torch", "Inference backend", choices=BACKENDS),
     ParamSpec("device", "cpu", "Inference device: cpu, cuda or cuda:N"),
+    ParamSpec(
+        "precision",
+        "fp32",
+        "Arithmetic: fp32 (the official outputs), bf16 (torch; CUDA or CPUs with AMX/avx512_bf16), "
+        "fp16 (CUDA), int8 (onnxruntime on the CPU)",
+        choices=PRECISIONS,
+    ),
     ParamSpec(
         "checkpoint",
         "",
@@ -101,6 +109,7 @@ class NodeSettings:
     variant: str = "S"
     backend: str = "torch"
     device: str = "cpu"
+    precision: str = "fp32"
     checkpoint: str = ""
     onnx_model: str = ""
     preset: str = "lasot"
