@@ -1,10 +1,17 @@
-"""Which Fast DDS profile the node applies before rclpy.init (decisions only; DDS is in test_node_qos.py)."""
+"""Which Fast DDS profile and OpenMP spin limit the node applies before rclpy.init and torch (decisions
+only; DDS is in test_node_qos.py)."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from mixformer_ros.tracker_node import DEFAULT_PROFILE, LOCALHOST_PROFILE, apply_dds_profile
+from mixformer_ros.tracker_node import (
+    DEFAULT_PROFILE,
+    LOCALHOST_PROFILE,
+    OPENMP_SPIN_COUNT,
+    apply_dds_profile,
+    limit_openmp_spinning,
+)
 
 
 def test_default_discovery_gets_the_large_image_profile():
@@ -53,3 +60,11 @@ def test_shipped_profiles_are_valid_xml_with_a_large_receive_buffer():
         sizes = [int(e.text) for e in root.iterfind(".//d:receiveBufferSize", ns)]
         assert sizes and min(sizes) >= 4 * 1024 * 1024
         assert root.find(".//d:participant[@is_default_profile='true']", ns) is not None
+
+
+def test_openmp_spinning_is_bounded_unless_the_user_chose_a_policy():
+    env = {}
+    assert limit_openmp_spinning(env) == OPENMP_SPIN_COUNT and env["GOMP_SPINCOUNT"] == OPENMP_SPIN_COUNT
+    for chosen in ({"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "PASSIVE"}):
+        env = dict(chosen)
+        assert limit_openmp_spinning(env) is None and env == chosen

@@ -6,19 +6,28 @@ stale ones, so a slow backend never builds a queue. Services, parameters and tim
 their own callback groups on a multi-threaded executor and answer while inference runs.
 All tracker state is guarded by one lock, held by the worker for one frame at a time.
 
+The worker is the only thread that runs the network: loading the model (configure, activate)
+and initialising a track (``~/init``) are handed to it and waited for. PyTorch's CPU kernels run
+on an OpenMP team that belongs to the calling thread; when loading and initialisation ran on
+executor threads and tracking on the worker, the process held several teams and each S tracking
+step on a 2-core machine took 37 instead of 29 ms (docs/node.md, Latency).
+
 Lifecycle: configure loads the model (a missing or corrupt file fails the transition),
-activate subscribes and starts the worker, deactivate stops it and frees the model and the
-buffered frames (activate loads the model again), cleanup removes publishers and services.
+activate subscribes and lets the worker track, deactivate stops tracking and frees the model and
+the buffered frames (activate loads the model again), cleanup removes publishers and services,
+shutdown ends the worker.
 """
 
 from __future__ import annotations
 
 import functools
+import queue
 import threading
 import time
 import traceback
 import uuid
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,9 +116,10 @@ class TrackerNode(LifecycleNode):
         self._tracker = None
         self._track: Track | None = None
         self._buffer: FrameBuffer | None = None
-        self._new_frame = threading.Event()
+        self._new_frame = threading.Event()  # wakes the worker: a new frame or a job
         self._stop_worker = threading.Event()
         self._worker: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # (callable, Future) run by the worker
         self._active = False
 
         self._sub = None
@@ -137,7 +147,7 @@ class TrackerNode(LifecycleNode):
             for p in problems:
                 self.get_logger().error(f"bad parameter: {p}")
             return TransitionCallbackReturn.FAILURE
-        if not self._load_model():
+        if not self._on_worker(self._load_model):
             return TransitionCallbackReturn.FAILURE
         self._buffer = FrameBuffer(self.settings.frame_buffer_size)
 
@@ -159,23 +169,19 @@ class TrackerNode(LifecycleNode):
 
     @_logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._tracker is None and not self._load_model():
+        if self._tracker is None and not self._on_worker(self._load_model):
             return TransitionCallbackReturn.FAILURE
         self._subscribe(self._initial_reliability())
         self._timer_handles = [self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timers_group)]
         if self.settings.qos == "auto":
             self._timer_handles.append(self.create_timer(1.0, self._recheck_qos, callback_group=self._timers_group))
-        self._stop_worker.clear()
-        self._worker = threading.Thread(target=self._worker_loop, name="mixformer_inference", daemon=True)
-        self._worker.start()
         self._active = True
         self.get_logger().info(f"active: listening on {self._sub.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
     @_logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
-        self._stop_worker_thread()
+        self._active = False  # the worker finishes the frame in hand (under the lock) and stops tracking
         self._stop_input()
         with self._state_lock:
             self._track = None
@@ -277,6 +283,22 @@ class TrackerNode(LifecycleNode):
             self._new_frame.set()
             self._worker.join()
             self._worker = None
+        while not self._jobs.empty():  # nobody will run these: let their callers go
+            _, future = self._jobs.get()
+            future.set_exception(RuntimeError("the node is shutting down"))
+
+    def _on_worker(self, fn):
+        """Run ``fn`` on the inference thread (started on first use) and return its result."""
+        if threading.current_thread() is self._worker:
+            return fn()
+        if self._worker is None:
+            self._stop_worker.clear()
+            self._worker = threading.Thread(target=self._worker_loop, name="mixformer_inference", daemon=True)
+            self._worker.start()
+        future = Future()
+        self._jobs.put((fn, future))
+        self._new_frame.set()
+        return future.result()
 
     # ------------------------------------------------------------------ input
 
@@ -356,8 +378,17 @@ class TrackerNode(LifecycleNode):
         while not self._stop_worker.is_set():
             self._new_frame.wait(timeout=0.1)
             self._new_frame.clear()
-            while not self._stop_worker.is_set() and self._step():
-                pass
+            self._run_jobs()
+            while not self._stop_worker.is_set() and self._active and self._step():
+                self._run_jobs()
+
+    def _run_jobs(self) -> None:
+        while not self._jobs.empty():
+            fn, future = self._jobs.get()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, which reports it
+                future.set_exception(exc)
 
     def _next_frame(self, track: Track) -> Frame | None:
         """Oldest unprocessed frame while catching up after init, otherwise the newest one."""
@@ -445,38 +476,45 @@ class TrackerNode(LifecycleNode):
             response.message = f"refused: {exc}"
             return response
 
-        label = request.label or "object"
-        with self._state_lock:
-            if self._tracker is None:
-                response.message = "refused: no model loaded"
-                return response
-            try:
-                self._tracker.initialize(frame.rgb, box)
-            except Exception as exc:  # the tracker state is unknown now: say so and go idle
-                self._track = None
-                response.message = f"initialisation failed, tracker is idle: {type(exc).__name__}: {exc}"
-                self._last_message = response.message
-                return response
-            newest = self._buffer.newest()
-            track = Track(
-                track_id=_new_track_id(),
-                label=label,
-                last_seq=frame.seq,
-                catch_up_until=newest.seq if newest is not None else frame.seq,
-            )
-            self._track = track
-            behind = track.catch_up_until - frame.seq
-            self._last_message = (
-                f"tracking '{label}' as {track.track_id} from frame {frame.stamp_ns} ns; "
-                f"catching up {behind} buffered frame(s)"
-            )
-            response.message = self._last_message
-        self._publish_status(frame.header, self._last_message, track=track)
+        try:
+            track, response.message = self._on_worker(
+                functools.partial(self._start_track, frame, box, request.label or "object"))
+        except RuntimeError as exc:  # the worker stopped before it got to the request
+            response.message = f"refused: {exc}"
+            return response
+        if track is None:
+            return response
+        self._publish_status(frame.header, response.message, track=track)
         self._new_frame.set()
         response.success = True
         response.track_id = track.track_id
         self.get_logger().info(response.message)
         return response
+
+    def _start_track(self, frame: Frame, box, label: str) -> tuple[Track | None, str]:
+        """Initialise the tracker on ``frame`` (on the inference thread); the new track and a message."""
+        with self._state_lock:
+            if self._tracker is None:
+                return None, "refused: no model loaded"
+            try:
+                self._tracker.initialize(frame.rgb, box)
+            except Exception as exc:  # the tracker state is unknown now: say so and go idle
+                self._track = None
+                self._last_message = f"initialisation failed, tracker is idle: {type(exc).__name__}: {exc}"
+                return None, self._last_message
+            newest = self._buffer.newest()
+            self._track = Track(
+                track_id=_new_track_id(),
+                label=label,
+                last_seq=frame.seq,
+                catch_up_until=newest.seq if newest is not None else frame.seq,
+            )
+            behind = self._track.catch_up_until - frame.seq
+            self._last_message = (
+                f"tracking '{label}' as {self._track.track_id} from frame {frame.stamp_ns} ns; "
+                f"catching up {behind} buffered frame(s)"
+            )
+            return self._track, self._last_message
 
     def _describe_missing(self, stamp_ns: int) -> str:
         span = self._buffer.stamp_range()
