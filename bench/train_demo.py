@@ -2,19 +2,18 @@
 
 Stages (each one the CLI command a user would type; a finished stage is skipped, an interrupted
 one resumes):
-  1. teacher  `train`   the dense-head (corner map) teacher, from scratch, on synthetic sequences
-                        + 4 real sequences
-  2. sparse   `distill` dense-to-sparse: the 4-layer MixFormerV2 keeps the teacher's backbone and
-                        learns the marginalised corner distributions (KL) + box losses
-     sparse2  `distill` the same, continued from stage 2's result for 2,000 more steps
-  3. score    `score`   the score head alone, on positive/negative pairs
-  4. shallow  `distill` deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3
+  1. train    `train`   the 4-layer MixFormerV2 from scratch, with the dense corner head as a
+                        training-time auxiliary (model.kind dense_aux: one-stage dense-to-sparse),
+                        on synthetic sequences (half with textures cut from the training sequences'
+                        frames) + 4 real sequences
+  2. score    `score`   the score head alone, on positive/negative pairs
+  3. shallow  `distill` deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3
                         decay to 0, then are dropped)
 Then every model (untrained, 4-layer, 2-layer student) tracks held-out synthetic sequences and
-the 4 held-out real sequences through build_tracker + mixformer_ros.evaluation; the numbers are
-printed and saved as JSON.
+the 4 held-out real sequences through build_tracker + mixformer_ros.evaluation; the numbers and
+the learning curves are printed and saved as JSON.
 
-Usage: .venv/bin/python bench/train_demo.py [--stages teacher,sparse,sparse2,score,shallow,eval] [--ship]
+Usage: .venv/bin/python bench/train_demo.py [--stages train,score,shallow,eval] [--ship]
 """
 from __future__ import annotations
 
@@ -36,12 +35,7 @@ from paths import SOT_DIR  # noqa: E402
 from mixformer_ros.evaluation import evaluate_results, load_dataset, make_tracker, run_dataset  # noqa: E402
 from mixformer_ros.model import build_mixformerv2, load_model, save_checkpoint  # noqa: E402
 from mixformer_ros.training.config import load_config  # noqa: E402
-from mixformer_ros.evaluation.runners import MixFormerAdapter  # noqa: E402
-from mixformer_ros.tracking.presets import preset_settings  # noqa: E402
-from mixformer_ros.tracking.preprocessing import normalize_crops  # noqa: E402
-from mixformer_ros.tracking.tracker import MixFormerTracker as OnlineTracker  # noqa: E402
 from mixformer_ros.training.data import SyntheticConfig, SyntheticDataset  # noqa: E402
-from mixformer_ros.training.stages import load_network  # noqa: E402
 
 CONFIGS = REPO / "mixformer_ros" / "training" / "configs"
 OUT = REPO / "outputs" / "demo"
@@ -98,42 +92,20 @@ def forward_ms(checkpoint: Path, repeats: int = 50) -> float:
     return 1000 * float(np.median(times))
 
 
-class DenseTeacherBackend:
-    """The dense teacher behind the tracker's backend protocol, to see how well it tracks.
-
-    It has no score head, so it reports logit 0 (score 0.5): the online template never changes.
-    """
-
-    name = "dense-teacher"
-    device = "cpu"
-
-    def __init__(self, checkpoint: Path):
-        self.net = load_network(str(checkpoint), "dense").eval()
-        self._templates = None
-
-    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
-        self._templates = torch.from_numpy(normalize_crops(template, online_template))  # (2, 3, T, T)
-
-    def predict(self, search: np.ndarray) -> tuple[np.ndarray, float]:
-        with torch.no_grad():
-            out = self.net(self._templates[:1], self._templates[1:], torch.from_numpy(normalize_crops(search)))
-        return out["pred_boxes"][0, 0].numpy().astype(np.float32), 0.0
+def learning_curve(stage: str, points: int = 6) -> list[dict]:
+    """A few evenly spaced rows of a stage's metrics.jsonl: step, elapsed seconds and its accuracy."""
+    path = OUT / stage / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    picked = [rows[round(i * (len(rows) - 1) / (points - 1))] for i in range(points)]
+    keys = ("step", "elapsed_s", "iou", "dense_iou", "score_acc", "elimination_rate")
+    return [{k: round(r[k], 3) for k in keys if k in r} for r in picked]
 
 
-def dense_teacher_tracker(checkpoint: Path):
-    backend = DenseTeacherBackend(checkpoint)
-    cfg = backend.net.config
-    tracker = OnlineTracker(backend, cfg.template_size, cfg.search_size, preset_settings("lasot", cfg))
-    return MixFormerAdapter(tracker=tracker, name="dense_teacher")
-
-
-def evaluate(name: str, checkpoint: Path, datasets: dict[str, list], dense: bool = False) -> dict:
-    result = {"checkpoint": str(checkpoint.relative_to(REPO))}
-    if dense:
-        factory = lambda: dense_teacher_tracker(checkpoint)  # noqa: E731
-    else:
-        result["forward_ms"] = forward_ms(checkpoint)
-        factory = lambda: make_tracker("mixformer", checkpoint=str(checkpoint), num_threads=1)  # noqa: E731
+def evaluate(name: str, checkpoint: Path, datasets: dict[str, list], preset: str = "lasot") -> dict:
+    result = {"checkpoint": str(checkpoint.relative_to(REPO)), "preset": preset, "forward_ms": forward_ms(checkpoint)}
+    factory = lambda: make_tracker("mixformer", checkpoint=str(checkpoint), num_threads=1, preset=preset)  # noqa: E731
     for set_name, seqs in datasets.items():
         out_dir = OUT / "results" / name / set_name
         results = run_dataset(factory, seqs, out_dir, progress=False)
@@ -150,39 +122,30 @@ def evaluate(name: str, checkpoint: Path, datasets: dict[str, list], dense: bool
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default="teacher,sparse,sparse2,score,shallow,eval")
+    parser.add_argument("--stages", default="train,score,shallow,eval")
     parser.add_argument("--json", default=str(REPO / "bench" / "results" / "train_demo.json"))
     parser.add_argument("--ship", action="store_true", help="copy the trained model to models/demo_tracker.pth.tar")
     args = parser.parse_args()
     stages = args.stages.split(",")
     OUT.mkdir(parents=True, exist_ok=True)
-    real = "[{type: otb, root: %s, sequences: [%s], weight: 1.0}]" % (SOT_DIR, ", ".join(TRAIN_REAL))
+    real = "[{type: otb, root: %s, sequences: [%s], weight: 0.5}]" % (SOT_DIR, ", ".join(TRAIN_REAL))
+    textures = "[%s]" % ", ".join(str(SOT_DIR / name / "img") for name in TRAIN_REAL)
+    data = [f"data.datasets={real}", f"data.synthetic.texture_dirs={textures}"]
 
-    teacher = OUT / "teacher" / "model.pth.tar"
-    sparse = OUT / "sparse" / "model.pth.tar"
-    sparse2 = OUT / "sparse2" / "model.pth.tar"
+    trained = OUT / "train" / "model.pth.tar"
     scored = OUT / "score" / "model.pth.tar"
     student = OUT / "shallow" / "model.pth.tar"
-    real_set = f"data.datasets={real}"
-    if "teacher" in stages:
-        run_stage("teacher", "train", "demo_teacher.yaml", [real_set])
-    if "sparse" in stages:
-        run_stage("sparse", "distill", "demo_sparse.yaml", [real_set, f"teacher.checkpoint={teacher}"])
-    if "sparse2" in stages:
-        # The prediction tokens only began to localise near the end of the first run (step ~950 of
-        # 1,500, as the learning rate was annealing), so the recipe continues it for 2,000 steps.
-        run_stage("sparse2", "distill", "demo_sparse.yaml",
-                  [real_set, f"teacher.checkpoint={teacher}", f"model.init_checkpoint={sparse}", "optim.epochs=20",
-                   "seed=3"])
+    if "train" in stages:
+        run_stage("train", "train", "demo_train.yaml", data)
     if "score" in stages:
-        run_stage("score", "score", "demo_score.yaml", [real_set, f"model.init_checkpoint={sparse2}"])
+        run_stage("score", "score", "demo_score.yaml", [*data, f"model.init_checkpoint={trained}"])
     if "shallow" in stages:
-        run_stage("shallow", "distill", "demo_shallow.yaml", [real_set, f"teacher.checkpoint={scored}"])
+        run_stage("shallow", "distill", "demo_shallow.yaml", [*data, f"teacher.checkpoint={scored}"])
     if "eval" not in stages:
         return 0
 
     untrained = OUT / "untrained.pth.tar"
-    cfg = load_config(CONFIGS / "demo_sparse.yaml", {"teacher.checkpoint": str(teacher)})
+    cfg = load_config(CONFIGS / "demo_train.yaml")
     torch.manual_seed(cfg.seed)
     save_checkpoint(untrained, build_mixformerv2(cfg.model.network))
     datasets = {
@@ -193,15 +156,19 @@ def main() -> int:
               "held_out_synthetic": {"num_sequences": HELD_OUT_SYNTHETIC.num_sequences,
                                      "num_frames": HELD_OUT_SYNTHETIC.num_frames, "seed": HELD_OUT_SYNTHETIC.seed},
               "torch_threads": 1, "models": {}}
-    for name, path in (("untrained", untrained), ("trained_4layer", scored), ("student_2layer", student)):
+    # build_tracker's default preset (lasot: search factor 4.4, template update every 200 frames) for
+    # every model; the ROS demo's preset (demo: 4.5, every 25 frames) as well for the shipped one.
+    runs = (("untrained", untrained, "lasot"), ("trained_4layer", scored, "lasot"),
+            ("trained_4layer_demo_preset", scored, "demo"), ("student_2layer", student, "lasot"),
+            ("student_2layer_demo_preset", student, "demo"))
+    for name, path, preset in runs:
         if path.is_file():
-            report["models"][name] = evaluate(name, path, datasets)
-    if teacher.is_file():
-        report["models"]["dense_teacher"] = evaluate("dense_teacher", teacher, datasets, dense=True)
-    for stage in ("teacher", "sparse", "sparse2", "score", "shallow"):
+            report["models"][name] = evaluate(name, path, datasets, preset)
+    for stage in ("train", "score", "shallow"):
         wall = OUT / stage / "wall_s.txt"
         if wall.is_file():
             report.setdefault("train_wall_s", {})[stage] = float(wall.read_text())
+        report.setdefault("learning_curves", {})[stage] = learning_curve(stage)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -83,3 +83,14 @@ def test_dense_teacher_files_say_what_they_are(tmp_path):
             build_tracker(checkpoint=str(path))  # the tracker needs prediction tokens, not corner maps
     with pytest.raises(ConfigError, match="holds a dense network"):
         load_network(str(final), "mixformerv2")
+
+
+def test_dense_aux_run_saves_a_tracker_checkpoint_and_resumes(tmp_path):
+    from mixformer_ros.training.teachers import DENSE_AUX_FORMAT
+
+    cfg = tiny_config(tmp_path, **{"model.kind": "dense_aux"})
+    final = Trainer(cfg, device="cpu", resume=False).run()
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth.tar")[2]["format"] == DENSE_AUX_FORMAT
+    build_tracker(checkpoint=str(final))  # the corner head is gone: a plain MixFormerV2 file
+    with pytest.raises(ConfigError, match="dense_aux"):
+        tiny_config(tmp_path, "distill", **{"model.kind": "dense_aux", "teacher.checkpoint": str(final)})

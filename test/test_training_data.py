@@ -38,6 +38,17 @@ def test_synthetic_sequences_are_deterministic_and_annotated():
     assert not np.array_equal(a[0].frame(0), a[1].frame(0))
 
 
+def test_synthetic_textures_from_photos(tmp_path):
+    _write_frames(tmp_path / "img", 3)
+    cfg = SyntheticConfig(**{**SMALL_SYNTH.__dict__, "texture_dirs": (str(tmp_path / "img"),)})
+    photo, plain = SyntheticDataset(cfg), SyntheticDataset(SMALL_SYNTH)
+    assert np.array_equal(photo[1].frame(3), SyntheticDataset(cfg)[1].frame(3))  # still determined by the seed
+    assert any(not np.array_equal(photo[i].frame(0), plain[i].frame(0)) for i in range(len(plain)))
+    assert photo[0].frame(0).shape == plain[0].frame(0).shape
+    with pytest.raises(ValueError, match="no .jpg"):
+        SyntheticDataset(SyntheticConfig(texture_dirs=(str(tmp_path),)))
+
+
 def test_readers_parse_each_layout(tmp_path):
     got = tmp_path / "got10k" / "train"
     for name in ("GOT-10k_Train_000001", "GOT-10k_Train_000002"):

@@ -48,6 +48,16 @@ def test_train_dense_teacher_step(tmp_path):
     _assert_step_lowers_loss(tiny_config(tmp_path, **{"model.kind": "dense"}))
 
 
+def test_train_dense_aux_step_and_export_drops_the_corner_head(tmp_path):
+    trainer = _assert_step_lowers_loss(tiny_config(tmp_path, **{"model.kind": "dense_aux", "loss.kl": 1.0,
+                                                                "loss.attention": 1.0, "loss.side_label": 1.0}))
+    assert {"kl", "attention", "dense_iou", "iou"} <= set(trainer.train_step(_fixed_batch(trainer)))
+    net, _ = trainer.task.export()
+    assert type(net).__name__ == "MixFormerV2" and not any(k.startswith("corner_head.") for k in net.state_dict())
+    state = trainer.task.model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
 def test_distill_dense_to_sparse_step(tmp_path):
     teacher = _train_and_save(tmp_path, "teacher", **{"model.kind": "dense"})
     cfg = tiny_config(tmp_path, "distill", **{"teacher.kind": "dense", "teacher.checkpoint": teacher,

@@ -101,7 +101,9 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "mixformerv2"         # "mixformerv2" or "dense" (train the dense teacher)
+    # "mixformerv2", "dense" (train the dense teacher) or "dense_aux" (the sparse network trained from
+    # scratch together with a corner head on its search tokens, dropped when saving)
+    kind: str = "mixformerv2"
     network: MixFormerV2Config = field(default_factory=lambda: MixFormerV2Config(depth=4, mlp_ratio=1.0,
                                                                                  template_size=112, search_size=224))
     init_checkpoint: str | None = None
@@ -146,7 +148,7 @@ def _build(cls, values: Any, where: str):
             kwargs[name] = [_build(DatasetSpec, v, f"{key}[{i}]") for i, v in enumerate(value or [])]
         elif nested is not None:
             kwargs[name] = _build(nested, value, key)
-        elif isinstance(value, list) and name in ("frame_size", "num_distractors"):
+        elif isinstance(value, list) and name in ("frame_size", "num_distractors", "texture_dirs"):
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = _coerce(fields[name], value, key)
@@ -194,8 +196,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     problems = []
     if cfg.stage not in STAGES:
         problems.append(f"stage must be one of {STAGES}, got {cfg.stage!r}")
-    if cfg.model.kind not in ("mixformerv2", "dense"):
-        problems.append(f"model.kind must be 'mixformerv2' or 'dense', got {cfg.model.kind!r}")
+    if cfg.model.kind not in ("mixformerv2", "dense", "dense_aux"):
+        problems.append(f"model.kind must be 'mixformerv2', 'dense' or 'dense_aux', got {cfg.model.kind!r}")
+    if cfg.model.kind == "dense_aux" and (cfg.stage != "train" or cfg.model.init_checkpoint):
+        problems.append("model.kind 'dense_aux' trains from scratch: stage 'train' with no model.init_checkpoint")
     if cfg.teacher.kind not in ("mixformerv2", "dense"):
         problems.append(f"teacher.kind must be 'mixformerv2' or 'dense', got {cfg.teacher.kind!r}")
     if cfg.stage == "distill" and not cfg.teacher.checkpoint:

@@ -26,7 +26,7 @@ from .elimination import elimination_rate, make_decayable, prune_layers, reduce_
 from .losses import (ciou_loss, cxcywh_to_xyxy, feature_mimic_loss, giou_loss, score_loss, side_distribution_kl,
                      side_label_loss)
 from .guidance import BlockInputTap, prediction_token_attention_loss
-from .teachers import DENSE_TEACHER_FORMAT, DenseTeacher
+from .teachers import DENSE_AUX_FORMAT, DENSE_TEACHER_FORMAT, DenseAuxNetwork, DenseTeacher
 
 log = logging.getLogger(__name__)
 
@@ -135,32 +135,59 @@ def _freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def dense_aux_loss(out: dict, gt: torch.Tensor, cfg: TrainConfig, stats: dict) -> torch.Tensor:
+    """DenseAuxNetwork: box losses on its corner head, plus KL from the head's (detached) per-side
+    marginals to the prediction tokens' logits."""
+    dense = out["dense"]
+    loss, dense_stats = box_losses(dense["pred_boxes"][:, 0].float(), gt, cfg, dense["side_logits"])
+    stats.update({f"dense_{k}": v for k, v in dense_stats.items()})
+    if cfg.loss.kl > 0:
+        kl = side_distribution_kl(out["side_logits"].float(), {k: v.float() for k, v in dense.items() if k.startswith("prob_")})
+        loss = loss + cfg.loss.kl * kl
+        stats["kl"] = kl.item()
+    return loss
+
+
 class SupervisedTask(Task):
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        if cfg.model.kind == "dense":
+        kind = cfg.model.kind
+        if kind == "dense":
             self.model = (load_network(cfg.model.init_checkpoint, "dense") if cfg.model.init_checkpoint
                           else DenseTeacher(cfg.model.network))
+        elif kind == "dense_aux":
+            self.model = DenseAuxNetwork(cfg.model.network)
         else:
             self.model = (load_network(cfg.model.init_checkpoint) if cfg.model.init_checkpoint
                           else build_mixformerv2(cfg.model.network))
+        if kind != "dense":
             # The score head learns in its own stage, on positive and negative pairs.
             _freeze(self.model.score_head)
         self.model.train()
 
     def loss(self, net, batch, device):
         t, ot, s = normalise(batch, device)
-        if self.cfg.model.kind != "dense":
+        kind = self.cfg.model.kind
+        if kind != "dense":
             attention_tap(self)
         out = net(t, ot, s)
         gt = batch["search_box"].to(device)
         loss, stats = box_losses(out["pred_boxes"][:, 0].float(), gt, self.cfg, out["side_logits"])
-        if self.cfg.model.kind == "dense":
+        if kind == "dense":
             return loss, stats
-        return attention_guidance(self, gt, loss, stats), stats
+        loss = attention_guidance(self, gt, loss, stats)
+        if kind == "dense_aux":
+            loss = loss + dense_aux_loss(out, gt, self.cfg, stats)
+        return loss, stats
 
     def file_fields(self):
-        return {"format": DENSE_TEACHER_FORMAT} if self.cfg.model.kind == "dense" else {}
+        return {"dense": {"format": DENSE_TEACHER_FORMAT},
+                "dense_aux": {"format": DENSE_AUX_FORMAT}}.get(self.cfg.model.kind, {})
+
+    def export(self):
+        if self.cfg.model.kind == "dense_aux":
+            return self.model.sparse(), {}
+        return super().export()
 
 
 class _TokenTap:

@@ -8,11 +8,12 @@ sequences costs only their trajectories in memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .sequence import Sequence
+from .sequence import Sequence, read_image_rgb
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class SyntheticConfig:
     occluder_probability: float = 0.5
     camera_motion: float = 2.0      # background pan, pixels per frame
     seed: int = 0
+    # Folders of real photos (e.g. the training sequences' frames). When given, half of the
+    # backgrounds and object textures are cut from them, which brings real image statistics into
+    # the synthetic data; without them the generator draws exactly as before.
+    texture_dirs: tuple[str, ...] = ()
 
 
 def _smooth_noise(rng: np.random.Generator, w: int, h: int, cells: int) -> np.ndarray:
@@ -38,8 +43,30 @@ def _smooth_noise(rng: np.random.Generator, w: int, h: int, cells: int) -> np.nd
     return cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    """Clutter like a real scene: smooth colour noise, partly desaturated, with random shapes and edges."""
+class _Photos:
+    """Random patches of real photos, used as background and object textures."""
+
+    def __init__(self, dirs: tuple[str, ...]):
+        self.paths = sorted(p for d in dirs for p in Path(d).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if not self.paths:
+            raise ValueError(f"no .jpg/.png images in texture_dirs {list(dirs)}")
+
+    def patch(self, rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+        """A crop of a random photo with the aspect ratio of (w, h), from a quarter of the largest one that
+        fits up to that one, resized to (w, h)."""
+        img = read_image_rgb(self.paths[int(rng.integers(len(self.paths)))])
+        H, W = img.shape[:2]
+        scale = rng.uniform(0.25, 1.0) * min(W / w, H / h)
+        cw, ch = max(2, int(w * scale)), max(2, int(h * scale))
+        x, y = int(rng.integers(0, W - cw + 1)), int(rng.integers(0, H - ch + 1))
+        return cv2.resize(img[y:y + ch, x:x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _background(rng: np.random.Generator, w: int, h: int, photos: _Photos | None = None) -> np.ndarray:
+    """Clutter like a real scene: smooth colour noise, partly desaturated, with random shapes and edges
+    (or, with photos, half of the time a real photo patch)."""
+    if photos is not None and rng.random() < 0.5:
+        return photos.patch(rng, w, h)
     img = _smooth_noise(rng, w, h, int(rng.integers(4, 24))).astype(np.float32)
     gray = img.mean(axis=2, keepdims=True)
     img = gray + rng.uniform(0.2, 1.0) * (img - gray)
@@ -59,8 +86,11 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
-def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    """A random object texture: stripes, checkerboard or blobs with a dominant colour."""
+def _texture(rng: np.random.Generator, w: int, h: int, photos: _Photos | None = None) -> np.ndarray:
+    """A random object texture: stripes, checkerboard or blobs with a dominant colour (or, with
+    photos, half of the time a real photo patch)."""
+    if photos is not None and rng.random() < 0.5:
+        return photos.patch(rng, w, h)
     kind = rng.integers(3)
     base = rng.integers(0, 256, size=3).astype(np.float32)
     other = rng.integers(0, 256, size=3).astype(np.float32)
@@ -132,13 +162,13 @@ def _trajectory(rng: np.random.Generator, cfg: SyntheticConfig, size0: tuple[flo
 class SyntheticSequence(Sequence):
     """One procedural sequence; frames are rendered lazily from the stored scene description."""
 
-    def __init__(self, cfg: SyntheticConfig, index: int):
+    def __init__(self, cfg: SyntheticConfig, index: int, photos: _Photos | None = None):
         rng = np.random.default_rng([cfg.seed, index])
         fw, fh = cfg.frame_size
         self.name = f"synthetic_{cfg.seed}_{index:05d}"
         self._cfg = cfg
         pad = int(cfg.camera_motion * cfg.num_frames) + 2
-        self._background = _background(rng, fw + 2 * pad, fh + 2 * pad)
+        self._background = _background(rng, fw + 2 * pad, fh + 2 * pad, photos)
         self._pad = pad
         self._pan = np.cumsum(rng.uniform(-cfg.camera_motion, cfg.camera_motion, size=(cfg.num_frames, 2)), axis=0)
         self._pan = np.clip(self._pan, -pad + 1, pad - 1)
@@ -151,7 +181,7 @@ class SyntheticSequence(Sequence):
                 tex = np.clip(target_like.texture.astype(np.int16) + rng.integers(-40, 40, size=3), 0, 255).astype(np.uint8)
                 tex, msk = cv2.resize(tex, (int(w0), int(h0))), cv2.resize(target_like.mask, (int(w0), int(h0)))
             else:
-                tex, msk = _texture(rng, int(w0), int(h0)), _mask(rng, int(w0), int(h0))
+                tex, msk = _texture(rng, int(w0), int(h0), photos), _mask(rng, int(w0), int(h0))
             return _Sprite(tex, msk, _trajectory(rng, cfg, (w0, h0)))
 
         self._target = sprite(None)
@@ -213,6 +243,11 @@ def _paste(img: np.ndarray, sp: _Sprite, index: int) -> None:
     img[ya:yb, xa:xb] = a * t + (1 - a) * img[ya:yb, xa:xb]
 
 
+# Building a sequence (mostly its padded background) costs ~30 ms, rendering a frame from it ~0.3 ms;
+# at ~1 MB a sequence, a training set of a few thousand stays cached for the life of a data worker.
+CACHE_LIMIT = 4096
+
+
 class SyntheticDataset:
     """A list-like collection of synthetic sequences (constructed lazily, cached by index)."""
 
@@ -220,6 +255,7 @@ class SyntheticDataset:
 
     def __init__(self, cfg: SyntheticConfig = SyntheticConfig()):
         self.cfg = cfg
+        self._photos = _Photos(cfg.texture_dirs) if cfg.texture_dirs else None
         self._cache: dict[int, SyntheticSequence] = {}
 
     def __len__(self) -> int:
@@ -230,7 +266,7 @@ class SyntheticDataset:
             raise IndexError(index)
         seq = self._cache.get(index)
         if seq is None:
-            seq = SyntheticSequence(self.cfg, index)
-            if len(self._cache) < 256:
+            seq = SyntheticSequence(self.cfg, index, self._photos)
+            if len(self._cache) < CACHE_LIMIT:
                 self._cache[index] = seq
         return seq
