@@ -215,16 +215,16 @@ def sustained_roofline(threads: int, sizes=(512, 1024, 2048)) -> dict:
     return {**best, "by_size": runs}
 
 
-def attention_flops(cfg, queries: int, keys: int) -> float:
+def attention_flops(width: int, queries: int, keys: int) -> float:
     """QK^T and attention x V of one layer: 2 products x 2 FLOPs per multiply-add x q x k x width."""
-    return 4.0 * queries * keys * cfg.embed_dim
+    return 4.0 * queries * keys * width
 
 
 @register_flop_formula(torch.ops.mixformer_ros.attend_to_cache)
 def _attend_to_cache_flops(x_shape, weight_shape, bias_shape, kv_shape, num_heads, *args, **kwargs) -> int:
     """The fused cached attention: its qkv projection, then QK^T and attention x V over cache + tokens."""
     B, N, C = x_shape
-    return 2 * B * N * C * weight_shape[1] + 4 * B * N * (kv_shape[3] + N) * C
+    return 2 * B * N * C * weight_shape[1] + int(attention_flops(C, B * N, kv_shape[3] + N))
 
 
 def count_flops(model: MixFormerV2) -> dict:
@@ -237,9 +237,10 @@ def count_flops(model: MixFormerV2) -> dict:
     nt, ns = 2 * cfg.template_tokens, cfg.search_tokens + 4  # template + online tokens; search + prediction tokens
     # The cached path's blocks but the last are counted by the formula above; the last block asks
     # with the 4 prediction tokens only (the heads read nothing else).
-    attn = {"full": cfg.depth * (attention_flops(cfg, nt, nt) + attention_flops(cfg, ns, nt + ns)),
-            "cached": attention_flops(cfg, 4, nt + ns),
-            "template_update": cfg.depth * attention_flops(cfg, nt, nt)}
+    C = cfg.embed_dim
+    attn = {"full": cfg.depth * (attention_flops(C, nt, nt) + attention_flops(C, ns, nt + ns)),
+            "cached": attention_flops(C, 4, nt + ns),
+            "template_update": cfg.depth * attention_flops(C, nt, nt)}
     inputs = export.example_inputs(model)
     t, ot, s = (Normalize()(inputs[k]) for k in ("template", "online_template", "search"))
     result = {}

@@ -44,6 +44,14 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(B, N, H * D)  # (B, N, C)
 
 
+def attend_with_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, template_kv: torch.Tensor) -> torch.Tensor:
+    """Queries (B, heads, Nq, head_dim) over the cached template keys/values (2, B, heads, Nt, head_dim)
+    followed by the tokens' own k, v (B, heads, N, head_dim): (B, Nq, C), before the output projection."""
+    k = torch.cat([template_kv[0], k], dim=2)  # (B, heads, Nt + N, head_dim)
+    v = torch.cat([template_kv[1], v], dim=2)
+    return merge_heads(F.scaled_dot_product_attention(q, k, v))
+
+
 @torch.library.custom_op("mixformer_ros::attend_to_cache", mutates_args=())
 def attend_to_cache(x: torch.Tensor, qkv_weight_t: torch.Tensor, qkv_bias: torch.Tensor,
                     template_kv: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -55,10 +63,7 @@ def attend_to_cache(x: torch.Tensor, qkv_weight_t: torch.Tensor, qkv_bias: torch
     ONNX Runtime's fused Attention, whose weight layout is (C, 3C) and whose ``past`` input is
     exactly this cache: one kernel instead of a chain of transposes, splits and concatenations.
     """
-    q, k, v = split_heads(F.linear(x, qkv_weight_t.t(), qkv_bias), 3, num_heads)
-    k = torch.cat([template_kv[0], k], dim=2)  # (B, heads, Nt + N, head_dim)
-    v = torch.cat([template_kv[1], v], dim=2)
-    return merge_heads(F.scaled_dot_product_attention(q, k, v))
+    return attend_with_cache(*split_heads(F.linear(x, qkv_weight_t.t(), qkv_bias), 3, num_heads), template_kv)
 
 
 @attend_to_cache.register_fake
@@ -103,9 +108,7 @@ class Attention(nn.Module):
             return self.proj(attend_to_cache(x_s, self.qkv.weight.t(), self.qkv.bias, template_kv, self.num_heads))
         (q,) = self._project(x_s[:, -num_queries:], first=0, count=1)
         k, v = self._project(x_s, first=1, count=2)
-        k = torch.cat([template_kv[0], k], dim=2)  # (B, heads, Nt + Ns, head_dim)
-        v = torch.cat([template_kv[1], v], dim=2)
-        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(attend_with_cache(q, k, v, template_kv))
 
 
 class Mlp(nn.Module):
