@@ -1,7 +1,7 @@
 """End-to-end latency of the tracker node: image publish -> Detection2D receipt, across processes.
 
 The node runs as its own process (``python -m mixformer_ros.tracker_node``, MixFormerV2-S on
-PyTorch/CPU unless told otherwise); this process is the camera (640x480 bgr8 frames of the
+the CPU with the backend and precision given, PyTorch fp32 by default); this process is the camera (640x480 bgr8 frames of the
 procedural demo clip, reliable QoS, default Fast DDS settings) and the consumer of the
 detections. Two runs:
 
@@ -19,8 +19,10 @@ For every tracked frame the node also reports its own latency (arrival in the no
 processing, ``~/status`` latency_ms), measured at the same moment as the end-to-end number, so
 the difference is the transport and (de)serialisation overhead even on a busy machine.
 
-Usage: .venv/bin/python bench/node_latency.py [--frames 100] [--rate 15] [--threads 2] [--gap-ms 30]
-Prints a table, writes bench/results/node_latency.json and its section of BENCHMARKS.md.
+Usage: .venv/bin/python bench/node_latency.py [--backend onnxruntime --precision int8] [--frames 100]
+                                              [--rate 15] [--threads 2] [--gap-ms 30]
+Prints a table, writes bench/results/node_latency[_<backend>_<precision>].json and its section of
+BENCHMARKS.md (one section per backend and precision).
 """
 
 from __future__ import annotations
@@ -46,10 +48,22 @@ from mixformer_ros.demo_clip import ClipConfig, make_clip  # noqa: E402
 from mixformer_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from node_harness import Client, NodeProcess, image_msg, stamp  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "node_latency.json"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
-MD_BEGIN, MD_END = "<!-- bench/node_latency.py: begin -->", "<!-- bench/node_latency.py: end -->"
 DOMAIN = 79
+DEFAULT_RUN = ("torch", "fp32")  # its files and section keep the names they had before runs had a backend
+
+
+def run_tag(backend: str, precision: str) -> str:
+    return "" if (backend, precision) == DEFAULT_RUN else f"_{backend}_{precision}"
+
+
+def results_path(backend: str, precision: str) -> Path:
+    return REPO / "bench" / "results" / f"node_latency{run_tag(backend, precision)}.json"
+
+
+def markers(backend: str, precision: str) -> tuple[str, str]:
+    name = "bench/node_latency.py" + ("" if (backend, precision) == DEFAULT_RUN else f" --backend {backend} --precision {precision}")
+    return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
 
 
 def _percentiles(values_ms: list[float]) -> dict:
@@ -114,11 +128,13 @@ def run_camera(client: Client, frames: list[np.ndarray], base: int, rate: float)
 
 def update_benchmarks_md(result: dict) -> None:
     lock, cam, ref = result["lockstep"], result["camera"], result["lockstep_inside_node"]
+    begin, end = markers(result["backend"], result["precision"])
     section = "\n".join([
-        MD_BEGIN,
-        "## Tracker node end-to-end latency (bench/node_latency.py)",
+        begin,
+        f"## Tracker node end-to-end latency, {result['backend']} {result['precision']} (bench/node_latency.py)",
         "",
-        f"Run {result['date']}, MixFormerV2-S ({result['weights']}), PyTorch CPU, {result['threads']} thread(s), 640x480 bgr8, "
+        f"Run {result['date']}, MixFormerV2-S ({result['weights']}), {result['backend']} {result['precision']} on the CPU, "
+        f"{result['threads']} thread(s), 640x480 bgr8, "
         f"camera and node in separate processes (Fast DDS), {result['cpu']}, load average {result['load_average']}.",
         "Latency = image publish -> Detection2D receipt.",
         "",
@@ -128,12 +144,12 @@ def update_benchmarks_md(result: dict) -> None:
         f"| camera {cam['rate_hz']:g} Hz ({cam['frames_tracked']}/{cam['frames_published']} tracked, rest skipped as stale) "
         f"| {cam['n']} | {cam.get('p50_ms')} | {cam.get('p90_ms')} | {cam.get('p99_ms')} | {cam.get('max_ms')} |",
         f"| lockstep, inside the node (arrival -> processed) | {ref['n']} | {ref['p50_ms']} | {ref['p90_ms']} | {ref['p99_ms']} | {ref['max_ms']} |",
-        MD_END,
+        end,
     ])
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if MD_BEGIN in text and MD_END in text:
-        head, rest = text.split(MD_BEGIN, 1)
-        text = head + section + rest.split(MD_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     BENCHMARKS_MD.write_text(text)
@@ -143,7 +159,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=100, help="frames per run")
     p.add_argument("--rate", type=float, default=15.0, help="camera rate of the second run (Hz)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the node (num_threads)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="the node's backend parameter")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="the node's precision parameter (int8: onnxruntime only; bf16: torch only)")
+    p.add_argument("--threads", type=int, default=2, help="the node's num_threads (torch or ORT intra-op threads)")
     p.add_argument("--gap-ms", type=float, default=30.0,
                    help="lockstep: wait this long after a detection before publishing the next frame")
     p.add_argument("--checkpoint", default="",
@@ -155,13 +174,14 @@ def main() -> int:
     frames, truth = make_clip(ClipConfig(num_frames=args.frames))
     box = truth[0].tolist()
     tmp = Path(tempfile.mkdtemp(prefix="node_latency_"))
-    params = {"variant": "S", "num_threads": args.threads, "preset": "lasot"}
+    params = {"variant": "S", "num_threads": args.threads, "preset": "lasot", "backend": args.backend,
+              "precision": args.precision}
     if args.checkpoint:
         params.update(variant="auto", checkpoint=args.checkpoint)
     node = NodeProcess(DOMAIN, params, tmp)
     client = Client(DOMAIN)
     try:
-        client.wait_for_services(120)
+        client.wait_for_services(300)  # an onnxruntime node exports the network first
         pub = client.publisher()
         client.wait_for_subscriber(pub)
         client.ensure_delivery(lambda: pub.publish(image_msg(frames[0], "bgr8", stamp(0, 100))), stamp(0, 100))
@@ -177,7 +197,8 @@ def main() -> int:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "variant": "S",
-        "backend": "torch",
+        "backend": args.backend,
+        "precision": args.precision,
         "device": "cpu",
         "threads": args.threads,
         "weights": args.checkpoint or "untrained weights",
@@ -193,15 +214,17 @@ def main() -> int:
     cpu_name = _cpu_name()
     if cpu_name:
         result["cpu"] = cpu_name
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nTracker node latency, MixFormerV2-S torch CPU ({args.threads} threads), load {result['load_average']}")
+    path = results_path(args.backend, args.precision)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nTracker node latency, MixFormerV2-S {args.backend} {args.precision} CPU ({args.threads} threads), "
+          f"load {result['load_average']}")
     print(f"{'run':<34} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for name, r in [("lockstep", lockstep), ("lockstep, inside the node", inside), (f"camera {args.rate:g} Hz", camera)]:
         print(f"{name:<34} {r['n']:>4} {r.get('p50_ms', float('nan')):>8} {r.get('p90_ms', float('nan')):>8} "
               f"{r.get('p99_ms', float('nan')):>8} {r.get('max_ms', float('nan')):>8}")
     print(f"camera run: {camera['frames_tracked']}/{camera['frames_published']} frames tracked")
-    print(f"written to {RESULTS}")
+    print(f"written to {path}")
     if not args.no_markdown:
         update_benchmarks_md(result)
     return 0

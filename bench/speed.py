@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO))
 from paths import OPENCV_MODELS_DIR, SOT_DIR  # noqa: E402
 from mixformer_ros.backends import export  # noqa: E402
-from mixformer_ros.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from mixformer_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, session_options  # noqa: E402
 from mixformer_ros.backends.torch_backend import Normalize, TorchBackend  # noqa: E402
 from mixformer_ros.evaluation.datasets import load_sequence  # noqa: E402
 from mixformer_ros.model import MixFormerV2, load_model  # noqa: E402
@@ -168,11 +168,9 @@ class GemmProbe:
                                   [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
                                    helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
                                   [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", export.OPSET)])
-        self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(model.SerializeToString(), session_options(threads),
+                                         providers=["CPUExecutionProvider"])
         self.feed = {"A": self.a.numpy(), "B": self.b.numpy()}
         self.samples = {"torch": [], "ort": []}
 
@@ -263,10 +261,7 @@ def normalisation_cost(search_size: int, threads: int, rounds: int = 200) -> dic
         with torch.no_grad():
             torch.onnx.export(Normalize().eval(), (torch.from_numpy(crop[None]),), str(path), dynamo=True,
                               opset_version=export.OPSET, input_names=["x"], output_names=["y"], external_data=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
         ms = {"numpy_ms": [], "ort_in_graph_ms": []}
         for _ in range(rounds):
             start = time.perf_counter()
@@ -291,6 +286,45 @@ def iobinding_effect(backend: OnnxRuntimeBackend, search: np.ndarray, rounds: in
         backend._predictor.run(None, feed)
         ms["plain_run_ms"].append(1e3 * (time.perf_counter() - start))
     return {"kv_megabytes": kv.nbytes / 2 ** 20, **{k: float(np.median(v)) for k, v in ms.items()}}
+
+
+def spinning_effect(folder: Path, feed: dict, threads: int, rounds: int = 40, gap_s: float = 0.03) -> dict:
+    """The predictor with the package's spinning policy (spin during a run, stop after it) vs workers that
+    never spin, call by call in turns, then ORT's default (spinning goes on after the run) on its own: such
+    a session would slow the others down and its CPU would be counted for them. Median ms back to back,
+    and CPU ms per frame with a camera-like gap of ``gap_s`` after each call."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # overriding a config entry below is intended; ORT warns about it
+
+    def session(**entries):
+        opts = session_options(threads)
+        for key, value in entries.items():
+            opts.add_session_config_entry(key, value)
+        sess = ort.InferenceSession(str(folder / export.GRAPH_FILES["predictor"]), opts,
+                                    providers=["CPUExecutionProvider"])
+        sess.run(None, feed)
+        return sess
+
+    def measure(sessions: dict) -> dict:
+        ms = {name: [] for name in sessions}
+        cpu = {name: [] for name in sessions}
+        for _ in range(rounds):
+            for name, sess in sessions.items():
+                start = time.perf_counter()
+                sess.run(None, feed)
+                ms[name].append(1e3 * (time.perf_counter() - start))
+        for _ in range(rounds):
+            for name, sess in sessions.items():
+                start = time.process_time()
+                sess.run(None, feed)
+                time.sleep(gap_s)
+                cpu[name].append(1e3 * (time.process_time() - start))
+        return {**{f"{name}_ms": float(np.median(v)) for name, v in ms.items()},
+                **{f"{name}_cpu_ms_per_frame": float(np.median(v)) for name, v in cpu.items()}}
+
+    quiet = measure({"package": session(), "never_spin": session(**{"session.intra_op.allow_spinning": "0"})})
+    return {"gap_ms": 1e3 * gap_s, **quiet, **measure({"ort_default": session(**{"session.force_spinning_stop": "0"})})}
 
 
 def encoder_threads_effect(folder: Path, template: np.ndarray, threads: int, rounds: int = 10) -> dict:
@@ -395,8 +429,11 @@ def run_variant(variant: str, frames, init_box, args, cache_dir: Path, roofline_
             "speedup_vs_issue_reference": ISSUE_OFFICIAL_MS[variant] / stp["median_ms"],
         })
     crop = np.random.default_rng(0).integers(0, 256, (model.config.search_size,) * 2 + (3,), dtype=np.uint8)
+    kv = entries["onnxruntime cached int8"][0]._template_kv.numpy()
     result = {"weights": weights, "preset": args.preset, "flops_g": flops, "roofline_interleaved": roofline,
               "iobinding": iobinding_effect(entries["onnxruntime cached fp32"][0], crop),
+              "spinning": spinning_effect(export.cached_export(model, "int8", cache_dir),
+                                          {"search": crop[None], "template_kv": kv}, args.threads),
               "template_update": encoder_threads_effect(
                   export.cached_export(model, "fp32", cache_dir), crop[: model.config.template_size, : model.config.template_size],
                   args.threads),
@@ -527,6 +564,16 @@ def markdown(results: dict) -> str:
         "(ORT fp32 cached network call, median ms): "
         + "; ".join(f"{v} ({r['iobinding']['kv_megabytes']:.1f} MB KV): {r['iobinding']['iobinding_ms']:.1f} vs "
                     f"{r['iobinding']['plain_run_ms']:.1f}" for v, r in results["variants"].items()) + ".",
+        "",
+        "ORT worker spinning (cached int8 predictor, session.run; median ms back to back, then CPU ms per frame "
+        "with a camera-like gap after each call; the first two take turns call by call, ORT's default runs alone "
+        "after them): "
+        + "; ".join(f"{v}: spin during a run and stop after it (package) {r['spinning']['package_ms']:.1f} ms / "
+                    f"{r['spinning']['package_cpu_ms_per_frame']:.1f} CPU ms, never spin "
+                    f"{r['spinning']['never_spin_ms']:.1f} / {r['spinning']['never_spin_cpu_ms_per_frame']:.1f}, ORT default "
+                    f"(keeps spinning after the run) {r['spinning']['ort_default_ms']:.1f} / "
+                    f"{r['spinning']['ort_default_cpu_ms_per_frame']:.1f} ({r['spinning']['gap_ms']:.0f} ms gap)"
+                    for v, r in results["variants"].items()) + ".",
         "",
         "Template update (encoder) with its default single thread vs its own pool (median ms): "
         + "; ".join(f"{v}: " + ", ".join(f"{k.split('_')[1]} thread(s) {x:.1f}" for k, x in r["template_update"].items())

@@ -3,9 +3,10 @@
 Threading is set on purpose, because on a small CPU two busy pools in one process (ORT and torch,
 or two ORT sessions) spin against each other and can make every matmul several times slower:
 
-* the predictor owns the only intra-op pool: ``num_threads`` threads, inter-op 1, and spinning
-  off (``session.intra_op.allow_spinning=0``) so its workers sleep instead of burning the cores
-  between frames (where the tracker crops the next frame on the same cores);
+* the predictor owns the only intra-op pool: ``num_threads`` threads, inter-op 1; its workers
+  spin between the ops of one run (waking a sleeping worker for each of the graph's ~100 ops cost
+  ~10 % of a step) but stop spinning when the run returns (``session.force_spinning_stop``), so
+  between frames they sleep instead of burning the cores where the tracker crops the next frame;
 * the encoder runs on the calling thread only (``encoder_threads=1``: ORT then creates no pool),
   since it runs once per template update.
 
@@ -70,6 +71,22 @@ def execution_providers(device: str, engine_cache: Path | None = None, fp16: boo
     return providers, "cuda", device_id
 
 
+def session_options(threads: int):
+    """Options of every ORT session this package opens: ``threads`` intra-op threads, no inter-op pool,
+    workers that spin only while a run is in progress (see the module docstring)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts.log_severity_level = 3  # errors only; ORT warns about every CPU fallback node otherwise
+    return opts
+
+
 def read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not folder.is_dir():
@@ -118,15 +135,8 @@ class OnnxRuntimeBackend:
         path = folder / GRAPH_FILES[kind]
         if not path.is_file():
             raise OnnxModelError(f"{path} is missing; re-export the folder with {EXPORT_COMMAND}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3  # errors only; ORT warns about every CPU fallback node otherwise
         try:
-            return ort.InferenceSession(str(path), opts, providers=providers)
+            return ort.InferenceSession(str(path), session_options(threads), providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf classes
             raise OnnxModelError(f"ONNX Runtime cannot load {path} (corrupt or not an ONNX graph?): {exc}") from exc
 

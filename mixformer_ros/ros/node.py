@@ -426,7 +426,8 @@ class TrackerNode(LifecycleNode):
             box, score = list(result.box), float(result.score)
         self._det_pub.publish(make_detection(frame.header, box, score, track.label, track.track_id))
         self._publish_status(frame.header, message, track=track, latency_ms=latency_ms)
-        if self.get_parameter("publish_debug_image").value:
+        # Drawing and sending a full frame costs a few ms of a small CPU: only when someone watches.
+        if self.get_parameter("publish_debug_image").value and self._debug_pub.get_subscription_count():
             self._publish_debug(frame, box, score, track)
         return True
 
