@@ -10,16 +10,19 @@ one resumes):
   3. shallow  `distill` deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3
                         decay to 0, then are dropped)
 Then every model (untrained, 4-layer, 2-layer student) tracks held-out synthetic sequences and
-the 4 held-out real sequences through build_tracker + mixformer_ros.evaluation; the numbers and
-the learning curves are printed and saved as JSON.
+the 4 held-out real sequences through build_tracker + mixformer_ros.evaluation, and their network
+calls are timed side by side; the numbers and the learning curves are printed and saved as JSON.
 
-Usage: .venv/bin/python bench/train_demo.py [--stages train,score,shallow,eval] [--ship]
+Usage: .venv/bin/python bench/train_demo.py [--stages train,score,shallow,eval] [--models ...] [--ship]
+The JSON keeps what an earlier run measured for the models, learning curves and wall times this run
+does not produce (e.g. re-running only the student: --stages shallow,eval --models student_2layer).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -42,6 +45,11 @@ OUT = REPO / "outputs" / "demo"
 TRAIN_REAL = ["Woman", "MotorRolling", "bag", "wakeboard10"]
 HELD_OUT_REAL = ["Crossing", "DragonBaby", "boat1", "person12_1"]
 HELD_OUT_SYNTHETIC = SyntheticConfig(num_sequences=20, num_frames=60, seed=1000)  # training uses seed 0
+# Evaluated models: name -> (whose checkpoint, tracker preset). build_tracker's default preset (lasot: search
+# factor 4.4, template update every 200 frames) for every model; the ROS demo's (demo: 4.5, every 25 frames) too.
+RUNS = {"untrained": ("untrained", "lasot"), "trained_4layer": ("score", "lasot"),
+        "trained_4layer_demo_preset": ("score", "demo"), "student_2layer": ("shallow", "lasot"),
+        "student_2layer_demo_preset": ("shallow", "demo")}
 
 
 def run_stage(stage: str, command: str, config: str, overrides: list[str]) -> Path:
@@ -76,20 +84,35 @@ def write_synthetic_sequences(root: Path) -> Path:
     return root
 
 
-def forward_ms(checkpoint: Path, repeats: int = 50) -> float:
-    """Median latency of one network call (cached templates + search), batch 1, 1 thread."""
+def forward_ms_side_by_side(checkpoints: dict[str, Path], repeats: int = 300) -> dict[str, float]:
+    """Median latency of one network call (cached templates + search), batch 1, 1 thread, per checkpoint;
+    the networks take turns call by call, so machine noise hits them alike."""
     torch.set_num_threads(1)
-    net = load_model(checkpoint=checkpoint).eval()
-    c = net.config
-    t, s = torch.randn(1, 3, c.template_size, c.template_size), torch.randn(1, 3, c.search_size, c.search_size)
-    times = []
+    calls = {}
+    for name, path in checkpoints.items():
+        net = load_model(checkpoint=path).eval()
+        c = net.config
+        t, s = torch.randn(1, 3, c.template_size, c.template_size), torch.randn(1, 3, c.search_size, c.search_size)
+        with torch.no_grad():
+            kv = net.encode_templates(t, t)
+        calls[name] = (net, s, kv)
+    times = {name: [] for name in calls}
     with torch.no_grad():
-        kv = net.encode_templates(t, t)
         for _ in range(repeats):
-            start = time.perf_counter()
-            net.forward_search(s, kv)
-            times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+            for name, (net, s, kv) in calls.items():
+                start = time.perf_counter()
+                net.forward_search(s, kv)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(v)) for name, v in times.items()}
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def learning_curve(stage: str, points: int = 6) -> list[dict]:
@@ -104,7 +127,7 @@ def learning_curve(stage: str, points: int = 6) -> list[dict]:
 
 
 def evaluate(name: str, checkpoint: Path, datasets: dict[str, list], preset: str = "lasot") -> dict:
-    result = {"checkpoint": str(checkpoint.relative_to(REPO)), "preset": preset, "forward_ms": forward_ms(checkpoint)}
+    result = {"checkpoint": str(checkpoint.relative_to(REPO)), "preset": preset}
     factory = lambda: make_tracker("mixformer", checkpoint=str(checkpoint), num_threads=1, preset=preset)  # noqa: E731
     for set_name, seqs in datasets.items():
         out_dir = OUT / "results" / name / set_name
@@ -124,8 +147,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", default="train,score,shallow,eval")
     parser.add_argument("--json", default=str(REPO / "bench" / "results" / "train_demo.json"))
+    parser.add_argument("--models", default=",".join(RUNS),
+                        help=f"which models to evaluate, comma-separated (default all: {','.join(RUNS)})")
     parser.add_argument("--ship", action="store_true", help="copy the trained model to models/demo_tracker.pth.tar")
     args = parser.parse_args()
+    wanted = args.models.split(",")
+    if set(wanted) - set(RUNS):
+        parser.error(f"unknown --models {sorted(set(wanted) - set(RUNS))}; expected some of {list(RUNS)}")
     stages = args.stages.split(",")
     OUT.mkdir(parents=True, exist_ok=True)
     real = "[{type: otb, root: %s, sequences: [%s], weight: 0.5}]" % (SOT_DIR, ", ".join(TRAIN_REAL))
@@ -152,25 +180,29 @@ def main() -> int:
         "synthetic_heldout": load_dataset(write_synthetic_sequences(OUT / "synthetic_heldout")),
         "real_heldout": load_dataset(SOT_DIR, names=HELD_OUT_REAL),
     }
-    report = {"held_out_real": HELD_OUT_REAL, "trained_on_real": TRAIN_REAL,
-              "held_out_synthetic": {"num_sequences": HELD_OUT_SYNTHETIC.num_sequences,
-                                     "num_frames": HELD_OUT_SYNTHETIC.num_frames, "seed": HELD_OUT_SYNTHETIC.seed},
-              "torch_threads": 1, "models": {}}
-    # build_tracker's default preset (lasot: search factor 4.4, template update every 200 frames) for
-    # every model; the ROS demo's preset (demo: 4.5, every 25 frames) as well for the shipped one.
-    runs = (("untrained", untrained, "lasot"), ("trained_4layer", scored, "lasot"),
-            ("trained_4layer_demo_preset", scored, "demo"), ("student_2layer", student, "lasot"),
-            ("student_2layer_demo_preset", student, "demo"))
-    for name, path, preset in runs:
-        if path.is_file():
-            report["models"][name] = evaluate(name, path, datasets, preset)
+    json_path = Path(args.json)
+    report = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    report.update({"held_out_real": HELD_OUT_REAL, "trained_on_real": TRAIN_REAL,
+                   "held_out_synthetic": {"num_sequences": HELD_OUT_SYNTHETIC.num_sequences,
+                                          "num_frames": HELD_OUT_SYNTHETIC.num_frames, "seed": HELD_OUT_SYNTHETIC.seed},
+                   "torch_threads": 1})
+    report.setdefault("models", {})
+    checkpoints = {"untrained": untrained, "score": scored, "shallow": student}
+    for name in wanted:
+        stage, preset = RUNS[name]
+        if checkpoints[stage].is_file():
+            report["models"][name] = evaluate(name, checkpoints[stage], datasets, preset)
+    existing = {stage: path for stage, path in checkpoints.items() if path.is_file()}
+    report["forward_ms"] = {"cpu": cpu_name(), "torch_threads": 1, **forward_ms_side_by_side(existing)}
     for stage in ("train", "score", "shallow"):
         wall = OUT / stage / "wall_s.txt"
         if wall.is_file():
             report.setdefault("train_wall_s", {})[stage] = float(wall.read_text())
-        report.setdefault("learning_curves", {})[stage] = learning_curve(stage)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        curve = learning_curve(stage)
+        if curve:
+            report.setdefault("learning_curves", {})[stage] = curve
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
     if args.ship and scored.is_file():
         model = load_model(checkpoint=scored)

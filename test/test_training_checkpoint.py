@@ -59,6 +59,17 @@ def test_bad_config_values_are_named(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_amp_on_and_off_survive_yaml_reading_them_as_booleans(tmp_path):
+    """`--set optim.amp=on` (YAML 1.1 reads on/off as true/false) means what the user typed."""
+    from mixformer_ros.training.config import parse_override
+
+    for word in ("on", "off"):
+        key, value = parse_override(f"optim.amp={word}")
+        assert tiny_config(tmp_path, **{key: value}).optim.amp == word
+    with pytest.raises(ConfigError, match="optim.amp must be auto/on/off"):
+        tiny_config(tmp_path, **{"optim.amp": "fast"})
+
+
 def test_cli_exits_2_with_a_message_on_a_bad_config(tmp_path, caplog):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"stage": "train", "model": {"network": {"depth": 0}}}))

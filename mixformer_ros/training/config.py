@@ -159,8 +159,11 @@ def _build(cls, values: Any, where: str):
 
 
 def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
-    """Numbers written in a form YAML reads as text ('1e-3') become numbers; wrong types are errors."""
+    """Numbers written in a form YAML reads as text ('1e-3') become numbers, and words YAML reads as
+    booleans (on/off) become text again where a text value is expected; wrong types are errors."""
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if kind == "str" and isinstance(value, bool):
+        return "on" if value else "off"
     if kind in ("float", "int") and not isinstance(value, bool):
         if isinstance(value, str):
             try:
