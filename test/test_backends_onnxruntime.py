@@ -74,6 +74,14 @@ def test_cache_is_keyed_by_weights_and_reused(export_dir_S, cache_dir):
     assert export.weights_hash(other, "fp32") != manifest["weights_sha256"]
 
 
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    model = load_model(state_dict=fixture_state_dict("S"))
+    with pytest.raises(export.ExportError, match="cannot write the ONNX export cache.*MIXFORMER_ROS_CACHE"):
+        export.cached_export(model, "fp32", blocker / "cache")
+
+
 def test_template_kv_stays_an_ortvalue_and_matches_torch(export_dir_S):
     backend = OnnxRuntimeBackend(export_dir_S, num_threads=1)
     model = load_model(state_dict=fixture_state_dict("S"))

@@ -331,6 +331,17 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
         except (OSError, json.JSONDecodeError, AttributeError):
             pass
         log.warning("cached ONNX export %s is incomplete, unreadable or lacks %s; exporting again", folder, list(kinds))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(folder.parent, os.W_OK) else "not writable"
+    except OSError as exc:
+        problem = str(exc)
+    if problem:
+        raise ExportError(
+            f"cannot write the ONNX export cache {folder.parent}: {problem}. Point MIXFORMER_ROS_CACHE (or the "
+            f"cache_dir option) at a writable folder, or export once elsewhere (python -m {__name__}) and pass "
+            "that folder as onnx_model"
+        )
     source = cached_export(model, "fp32", cache_dir, opset, kinds) if precision != "fp32" else None
     log.info("exporting MixFormerV2 to ONNX (%s) into %s; this happens once per checkpoint", precision, folder)
     export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
