@@ -168,7 +168,8 @@ def main() -> int:
     p.add_argument("--checkpoint", default="",
                    help="checkpoint for the node, e.g. models/demo_tracker.pth.tar (its own network shape); "
                         "default: MixFormerV2-S with untrained weights (same cost per frame as trained S)")
-    p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    p.add_argument("--no-write", action="store_true",
+                   help="print only; write neither the JSON nor BENCHMARKS.md (for experiments, e.g. other DDS settings)")
     args = p.parse_args()
 
     frames, truth = make_clip(ClipConfig(num_frames=args.frames))
@@ -214,9 +215,6 @@ def main() -> int:
     cpu_name = _cpu_name()
     if cpu_name:
         result["cpu"] = cpu_name
-    path = results_path(args.backend, args.precision)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nTracker node latency, MixFormerV2-S {args.backend} {args.precision} CPU ({args.threads} threads), "
           f"load {result['load_average']}")
     print(f"{'run':<34} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
@@ -224,9 +222,12 @@ def main() -> int:
         print(f"{name:<34} {r['n']:>4} {r.get('p50_ms', float('nan')):>8} {r.get('p90_ms', float('nan')):>8} "
               f"{r.get('p99_ms', float('nan')):>8} {r.get('max_ms', float('nan')):>8}")
     print(f"camera run: {camera['frames_tracked']}/{camera['frames_published']} frames tracked")
-    print(f"written to {path}")
-    if not args.no_markdown:
+    if not args.no_write:
+        path = results_path(args.backend, args.precision)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
         update_benchmarks_md(result)
+        print(f"written to {path} and BENCHMARKS.md")
     return 0
 
 
