@@ -20,7 +20,7 @@ def test_onnxruntime_backend_matches_the_fixture(tmp_path):
     video, expected = load_npz("video.npz"), load_npz("tracker_S.npz")
     detections, statuses = track_fixture_video(48, params, tmp_path, video)
     assert_matches_fixture_run(detections, expected, len(video["frames_bgr"]))
-    assert statuses[-1].backend == "onnxruntime"
+    assert (statuses[-1].backend, statuses[-1].precision) == ("onnxruntime", "fp32")
 
 
 @pytest.mark.timeout(240)
@@ -29,6 +29,7 @@ def test_torch_bf16_precision_tracks_within_a_pixel_of_the_fixture(tmp_path):
     write_fixture_checkpoint("S", checkpoint)
     params = {"checkpoint": str(checkpoint), "backend": "torch", "precision": "bf16", **FIXTURE_SETTINGS}
     video, expected = load_npz("video.npz"), load_npz("tracker_S.npz")
-    detections, _ = track_fixture_video(49, params, tmp_path, video)
+    detections, statuses = track_fixture_video(49, params, tmp_path, video)
+    assert (statuses[-1].backend, statuses[-1].precision) == ("torch", "bf16")
     # bf16 moves the boxes by up to 0.1 px on this video (test_backends_torch.py); the scores by ~1e-3.
     assert_matches_fixture_run(detections, expected, len(video["frames_bgr"]), box_atol=1.0, score_atol=2e-2)

@@ -109,7 +109,7 @@ def test_detections_match_tracker_fixture(ros, fixture_data):
     assert all(m.bbox.center.theta == 0.0 for m in ordered)
     tracking = [s for s in statuses if s.track_id == response.track_id and s.frames_processed > 0]
     assert tracking and tracking[-1].state == TrackerStatus.TRACKING
-    assert tracking[-1].backend == "torch" and tracking[-1].device == "cpu"
+    assert (tracking[-1].backend, tracking[-1].device, tracking[-1].precision) == ("torch", "cpu", "fp32")
     assert tracking[-1].header.frame_id == FRAME_ID
     assert max(s.frames_dropped for s in tracking) == 0  # one frame at a time: nothing was stale
 

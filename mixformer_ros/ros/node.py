@@ -565,6 +565,7 @@ class TrackerNode(LifecycleNode):
         msg.frames_rejected = self._rejected
         msg.backend = self.settings.backend
         msg.device = self.settings.device
+        msg.precision = self.settings.precision
         msg.message = message
         self._status_pub.publish(msg)
 
