@@ -99,6 +99,7 @@ def test_tracker_status_fields_and_constants():
         ("frames_rejected", "uint64"),
         ("backend", "string"),
         ("device", "string"),
+        ("precision", "string"),
         ("message", "string"),
     ]
     assert (TrackerStatus.IDLE, TrackerStatus.TRACKING, TrackerStatus.LOST) == (0, 1, 2)
