@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 from mixformer_ros.demo_clip import ClipConfig, make_clip  # noqa: E402
 from mixformer_ros.ros.conversions import stamp_to_ns  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from node_harness import Client, NodeProcess, image_msg, stamp  # noqa: E402
 
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
@@ -204,7 +204,7 @@ def main() -> int:
         "threads": args.threads,
         "weights": args.checkpoint or "untrained weights",
         "image": "640x480 bgr8",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "lockstep": lockstep,
         "lockstep_gap_ms": args.gap_ms,
@@ -212,9 +212,6 @@ def main() -> int:
         "node_frames_dropped": int(status[-1].frames_dropped) if status else None,
         "lockstep_inside_node": inside,
     }
-    cpu_name = _cpu_name()
-    if cpu_name:
-        result["cpu"] = cpu_name
     print(f"\nTracker node latency, MixFormerV2-S {args.backend} {args.precision} CPU ({args.threads} threads), "
           f"load {result['load_average']}")
     print(f"{'run':<34} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
@@ -229,16 +226,6 @@ def main() -> int:
         update_benchmarks_md(result)
         print(f"written to {path} and BENCHMARKS.md")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 from paths import SOT_DIR  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from mixformer_ros.evaluation import evaluate_results, load_dataset, make_tracker, run_dataset  # noqa: E402
 from mixformer_ros.model import build_mixformerv2, load_model, save_checkpoint  # noqa: E402
 from mixformer_ros.training.config import load_config  # noqa: E402
@@ -104,15 +104,6 @@ def forward_ms_side_by_side(checkpoints: dict[str, Path], repeats: int = 300) ->
                 net.forward_search(s, kv)
                 times[name].append(time.perf_counter() - start)
     return {name: 1000 * float(np.median(v)) for name, v in times.items()}
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def learning_curve(stage: str, points: int = 6) -> list[dict]:
