@@ -15,6 +15,10 @@ detections. Two runs:
 * camera rate: frames at a fixed rate (default 15 Hz), as a real camera; the node tracks the
   newest frame and skips stale ones, and the latency includes waiting for the previous frame.
 
+In the lockstep run every frame also goes, in turns with the tracker, to bench/echo_node.py: a
+node with the tracker's transport, QoS, executor and image conversion that answers at once. Its
+latency is the floor of any rclpy node on the machine, to hold the tracker's overhead against.
+
 For every tracked frame the node also reports its own latency (arrival in the node -> end of
 processing, ``~/status`` latency_ms), measured at the same moment as the end-to-end number, so
 the difference is the transport and (de)serialisation overhead even on a busy machine.
@@ -50,6 +54,7 @@ from node_harness import Client, NodeProcess, image_msg, stamp  # noqa: E402
 
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 DOMAIN = 79
+ECHO_NAMESPACE = "/echo"
 DEFAULT_RUN = ("torch", "fp32")  # its files and section keep the names they had before runs had a backend
 
 
@@ -90,21 +95,42 @@ def _node_latency(client: Client) -> dict[int, float]:
     return {stamp_to_ns(s.header.stamp): float(s.latency_ms) for s in statuses if s.latency_ms > 0}
 
 
-def run_lockstep(client: Client, frames: list[np.ndarray], base: int, gap_s: float) -> tuple[dict, dict]:
-    pub = client.publisher()
-    e2e = []
+def run_lockstep(client: Client, frames: list[np.ndarray], base: int, gap_s: float,
+                 echo: Client | None = None) -> tuple[dict, dict, dict | None]:
+    """Lockstep latency of the tracker node, the node's own share of it, and (with ``echo``) the
+    echo node's latency for the same frames, published to it in turns with the tracker."""
+    targets = [(client, client.publisher(), [])]
+    if echo is not None:
+        targets.append((echo, echo.publisher(), []))
     for i, frame in enumerate(tqdm(frames, desc="lockstep", unit="frame")):
         msg = image_msg(frame, "bgr8", stamp(i, base))
-        time.sleep(gap_s)
-        sent = time.monotonic()
-        pub.publish(msg)
-        received = client.wait_for_detection(stamp(i, base), 30)
-        if i > 0:  # the first frame pays for lazy initialisation
-            e2e.append((received - sent) * 1000.0)
+        for target, pub, e2e in targets:
+            time.sleep(gap_s)
+            sent = time.monotonic()
+            pub.publish(msg)
+            received = target.wait_for_detection(stamp(i, base), 30)
+            if i > 0:  # the first frame pays for lazy initialisation
+                e2e.append((received - sent) * 1000.0)
     time.sleep(0.5)
     inside = _node_latency(client)
     node = [inside[stamp_to_ns(stamp(i, base))] for i in range(1, len(frames)) if stamp_to_ns(stamp(i, base)) in inside]
-    return _percentiles(e2e), _percentiles(node)
+    floor = _percentiles(targets[1][2]) if echo is not None else None
+    return _percentiles(targets[0][2]), _percentiles(node), floor
+
+
+def wait_for_echo(echo: Client, frame: np.ndarray, timeout: float = 30.0) -> None:
+    """Publish to the echo node until it answers (a sample sent while readers still match can be lost)."""
+    pub = echo.publisher()
+    echo.wait_for_subscriber(pub)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pub.publish(image_msg(frame, "bgr8", stamp(0, 200)))
+        try:
+            echo.wait_for_detection(stamp(0, 200), 0.5)
+            return
+        except TimeoutError:
+            continue
+    raise TimeoutError("the echo node never answered")
 
 
 def run_camera(client: Client, frames: list[np.ndarray], base: int, rate: float) -> dict:
@@ -127,7 +153,7 @@ def run_camera(client: Client, frames: list[np.ndarray], base: int, rate: float)
 
 
 def update_benchmarks_md(result: dict) -> None:
-    lock, cam, ref = result["lockstep"], result["camera"], result["lockstep_inside_node"]
+    lock, cam, ref, echo = (result[k] for k in ("lockstep", "camera", "lockstep_inside_node", "lockstep_echo_node"))
     begin, end = markers(result["backend"], result["precision"])
     section = "\n".join([
         begin,
@@ -144,6 +170,11 @@ def update_benchmarks_md(result: dict) -> None:
         f"| camera {cam['rate_hz']:g} Hz ({cam['frames_tracked']}/{cam['frames_published']} tracked, rest skipped as stale) "
         f"| {cam['n']} | {cam.get('p50_ms')} | {cam.get('p90_ms')} | {cam.get('p99_ms')} | {cam.get('max_ms')} |",
         f"| lockstep, inside the node (arrival -> processed) | {ref['n']} | {ref['p50_ms']} | {ref['p90_ms']} | {ref['p99_ms']} | {ref['max_ms']} |",
+        f"| lockstep, echo node (bench/echo_node.py: same transport, no tracking), in turns with the tracker "
+        f"| {echo['n']} | {echo['p50_ms']} | {echo['p90_ms']} | {echo['p99_ms']} | {echo['max_ms']} |",
+        "",
+        f"Outside the tracker step (lockstep minus inside, p50): {lock['p50_ms'] - ref['p50_ms']:.1f} ms; "
+        f"an rclpy node that only converts the image and answers: {echo['p50_ms']:.1f} ms.",
         end,
     ])
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
@@ -175,12 +206,17 @@ def main() -> int:
     frames, truth = make_clip(ClipConfig(num_frames=args.frames))
     box = truth[0].tolist()
     tmp = Path(tempfile.mkdtemp(prefix="node_latency_"))
+    for name in ("tracker", "echo"):
+        (tmp / name).mkdir()
     params = {"variant": "S", "num_threads": args.threads, "preset": "lasot", "backend": args.backend,
               "precision": args.precision}
     if args.checkpoint:
         params.update(variant="auto", checkpoint=args.checkpoint)
-    node = NodeProcess(DOMAIN, params, tmp)
+    node = NodeProcess(DOMAIN, params, tmp / "tracker")
+    echo_node = NodeProcess(DOMAIN, {}, tmp / "echo", namespace=ECHO_NAMESPACE,
+                            executable=[sys.executable, str(REPO / "bench" / "echo_node.py")])
     client = Client(DOMAIN)
+    echo = Client(DOMAIN, namespace=ECHO_NAMESPACE)
     try:
         client.wait_for_services(300)  # an onnxruntime node exports the network first
         pub = client.publisher()
@@ -188,13 +224,16 @@ def main() -> int:
         client.ensure_delivery(lambda: pub.publish(image_msg(frames[0], "bgr8", stamp(0, 100))), stamp(0, 100))
         reply = client.init([int(v) for v in box], stamp(0, 100))
         assert reply.success, reply.message
-        lockstep, inside = run_lockstep(client, frames, 1000, args.gap_ms / 1000.0)
+        wait_for_echo(echo, frames[0])
+        lockstep, inside, floor = run_lockstep(client, frames, 1000, args.gap_ms / 1000.0, echo)
         client.clear()
         camera = run_camera(client, frames, 5000, args.rate)
         status = client.snapshot()[1]
     finally:
-        client.close()
-        node.stop()
+        for c in (client, echo):
+            c.close()
+        for n in (node, echo_node):
+            n.stop()
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "variant": "S",
@@ -211,14 +250,18 @@ def main() -> int:
         "camera": camera,
         "node_frames_dropped": int(status[-1].frames_dropped) if status else None,
         "lockstep_inside_node": inside,
+        "lockstep_echo_node": floor,
     }
     print(f"\nTracker node latency, MixFormerV2-S {args.backend} {args.precision} CPU ({args.threads} threads), "
           f"load {result['load_average']}")
     print(f"{'run':<34} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
-    for name, r in [("lockstep", lockstep), ("lockstep, inside the node", inside), (f"camera {args.rate:g} Hz", camera)]:
+    for name, r in [("lockstep", lockstep), ("lockstep, inside the node", inside), ("lockstep, echo node (floor)", floor),
+                    (f"camera {args.rate:g} Hz", camera)]:
         print(f"{name:<34} {r['n']:>4} {r.get('p50_ms', float('nan')):>8} {r.get('p90_ms', float('nan')):>8} "
               f"{r.get('p99_ms', float('nan')):>8} {r.get('max_ms', float('nan')):>8}")
     print(f"camera run: {camera['frames_tracked']}/{camera['frames_published']} frames tracked")
+    print(f"outside the tracker step (lockstep - inside, p50): {lockstep['p50_ms'] - inside['p50_ms']:.2f} ms; "
+          f"an rclpy node that does nothing: {floor['p50_ms']:.2f} ms")
     if not args.no_write:
         path = results_path(args.backend, args.precision)
         path.parent.mkdir(parents=True, exist_ok=True)
