@@ -50,7 +50,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 from mixformer_ros.demo_clip import ClipConfig, make_clip  # noqa: E402
 from mixformer_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from machine import cpu_name  # noqa: E402
-from node_harness import Client, NodeProcess, image_msg, stamp  # noqa: E402
+from node_harness import Client, NodeProcess, image_msg, stamp, wait_until  # noqa: E402
 
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 DOMAIN = 79
@@ -95,13 +95,11 @@ def _node_latency(client: Client) -> dict[int, float]:
     return {stamp_to_ns(s.header.stamp): float(s.latency_ms) for s in statuses if s.latency_ms > 0}
 
 
-def run_lockstep(client: Client, frames: list[np.ndarray], base: int, gap_s: float,
-                 echo: Client | None = None) -> tuple[dict, dict, dict | None]:
-    """Lockstep latency of the tracker node, the node's own share of it, and (with ``echo``) the
-    echo node's latency for the same frames, published to it in turns with the tracker."""
-    targets = [(client, client.publisher(), [])]
-    if echo is not None:
-        targets.append((echo, echo.publisher(), []))
+def run_lockstep(client: Client, echo: Client, frames: list[np.ndarray], base: int, gap_s: float) -> tuple[dict, dict, dict]:
+    """Lockstep latency of the tracker node, the node's own share of it, and the echo node's
+    latency for the same frames, published to it in turns with the tracker."""
+    tracker_e2e, echo_e2e = [], []
+    targets = [(client, client.publisher(), tracker_e2e), (echo, echo.publisher(), echo_e2e)]
     for i, frame in enumerate(tqdm(frames, desc="lockstep", unit="frame")):
         msg = image_msg(frame, "bgr8", stamp(i, base))
         for target, pub, e2e in targets:
@@ -114,23 +112,20 @@ def run_lockstep(client: Client, frames: list[np.ndarray], base: int, gap_s: flo
     time.sleep(0.5)
     inside = _node_latency(client)
     node = [inside[stamp_to_ns(stamp(i, base))] for i in range(1, len(frames)) if stamp_to_ns(stamp(i, base)) in inside]
-    floor = _percentiles(targets[1][2]) if echo is not None else None
-    return _percentiles(targets[0][2]), _percentiles(node), floor
+    return _percentiles(tracker_e2e), _percentiles(node), _percentiles(echo_e2e)
 
 
 def wait_for_echo(echo: Client, frame: np.ndarray, timeout: float = 30.0) -> None:
     """Publish to the echo node until it answers (a sample sent while readers still match can be lost)."""
     pub = echo.publisher()
     echo.wait_for_subscriber(pub)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pub.publish(image_msg(frame, "bgr8", stamp(0, 200)))
-        try:
-            echo.wait_for_detection(stamp(0, 200), 0.5)
-            return
-        except TimeoutError:
-            continue
-    raise TimeoutError("the echo node never answered")
+    probe = stamp(0, 200)
+
+    def answered() -> bool:
+        pub.publish(image_msg(frame, "bgr8", probe))
+        return any(m.header.stamp == probe for _, m in echo.snapshot()[0])
+
+    wait_until(answered, timeout, "the echo node never answered", interval=0.5)
 
 
 def run_camera(client: Client, frames: list[np.ndarray], base: int, rate: float) -> dict:
@@ -225,7 +220,7 @@ def main() -> int:
         reply = client.init([int(v) for v in box], stamp(0, 100))
         assert reply.success, reply.message
         wait_for_echo(echo, frames[0])
-        lockstep, inside, floor = run_lockstep(client, frames, 1000, args.gap_ms / 1000.0, echo)
+        lockstep, inside, floor = run_lockstep(client, echo, frames, 1000, args.gap_ms / 1000.0)
         client.clear()
         camera = run_camera(client, frames, 5000, args.rate)
         status = client.snapshot()[1]
