@@ -1,7 +1,7 @@
 """A stand-in for the tracker node that answers every frame at once: the floor of an rclpy node here.
 
 bench/node_latency.py runs it beside the real node. It takes each camera frame the way the
-tracker node does (same Fast DDS profile, subscription QoS, multi-threaded executor and
+tracker node does (same Fast DDS profile, subscription QoS, executor (``spin_node``) and
 image conversion) and publishes a Detection2D with the frame's header on the tracker's
 detection topic straight from the image callback. Its lockstep latency is what transport,
 (de)serialisation and the Python executor cost before any tracking, so "node latency minus
@@ -24,13 +24,14 @@ def main() -> int:
 
     import rclpy
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import ReliabilityPolicy
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2D
 
     from mixformer_ros.ros.conversions import image_to_rgb, make_detection
+    from mixformer_ros.ros.node import spin_node
     from mixformer_ros.ros.parameters import NodeSettings
     from mixformer_ros.ros.qos import profile_for
 
@@ -47,7 +48,7 @@ def main() -> int:
                              profile_for(ReliabilityPolicy.RELIABLE, NodeSettings.frame_buffer_size),
                              callback_group=MutuallyExclusiveCallbackGroup())
     try:
-        rclpy.spin(node, MultiThreadedExecutor(num_threads=4))  # the executor of mixformer_ros.ros.node.spin_node
+        spin_node(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # bench/node_latency.py ends the run with SIGINT
     return 0

@@ -218,9 +218,6 @@ def _add_replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag (for use_sim_time)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the node, the init service and (lockstep) each result")
-    p.add_argument("--lockstep-gap-ms", type=float, default=30.0,
-                   help="lockstep: pause after each result before publishing the next frame; with 0, large "
-                        "frames were delayed by 0.1-2 s in Fast DDS (docs/node.md)")
     p.add_argument("--image-topic", help="camera topic in the bag (default: the only one)")
     p.add_argument("--gt-topic", help="ground-truth topic in the bag (default: the only one)")
     p.add_argument("--name", default="mixformer_live", help="name of the result set")

@@ -2,8 +2,9 @@
 
 Threading: the image callback only decodes a frame and puts it into the frame buffer; a
 worker thread (not an executor thread) runs the network on the newest frame and skips the
-stale ones, so a slow backend never builds a queue. Services, parameters and timers live in
-their own callback groups on a multi-threaded executor and answer while inference runs.
+stale ones, so a slow backend never builds a queue. Because the network never runs on the
+executor, one executor thread serves images, services, parameters and timers, and they answer
+while inference runs (a service that needs the tracker waits at most for the frame in hand).
 All tracker state is guarded by one lock, held by the worker for one frame at a time.
 
 The worker is the only thread that runs the network: loading the model (configure, activate)
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import ReliabilityPolicy
@@ -614,9 +615,16 @@ class TrackerNode(LifecycleNode):
         self._diag_pub.publish(array)
 
 
-def spin_node(node: TrackerNode) -> None:
-    """Spin with enough threads that services answer while images keep arriving."""
-    executor = MultiThreadedExecutor(num_threads=4)
+def spin_node(node) -> None:
+    """Spin ``node`` on one executor thread (the tracker node, or bench/echo_node.py's stand-in).
+
+    rclpy's MultiThreadedExecutor re-polls tasks it has handed to its pool but that have not
+    started yet, holding the GIL (ros2/rclpy#1452, #1223). On 2 cores that starved the inference
+    thread and the DDS receive threads: frames arrived up to a second late, and with PyTorch a
+    15 Hz camera got 65 of 100 frames tracked instead of 100 (docs/node.md, Latency). The callback
+    groups still keep images apart from services for users who spin the node on their own executor.
+    """
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()

@@ -11,9 +11,8 @@ Two modes:
   camera would send them. A frame the node skipped keeps the previous box (the VOT real-time
   rule), so accuracy reflects what a user would have seen. End-to-end latency is the time from
   publishing a frame to receiving its detection (same clock, same process).
-* ``lockstep``: each frame goes out only after the detection of the previous one came back (and a
-  short pause, ``lockstep_gap_s``), so no frame is skipped and the boxes equal offline evaluation
-  of the same bag.
+* ``lockstep``: each frame goes out as soon as the detection of the previous one came back, so
+  no frame is skipped and the boxes equal offline evaluation of the same bag.
 
 The bag's stamps are kept; with ``--clock`` the player also publishes ``/clock`` so a node run
 with ``use_sim_time:=true`` sees the bag's time.
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -81,7 +80,6 @@ class ReplayConfig:
     rate: float = 1.0
     publish_clock: bool = False
     timeout_s: float = 10.0
-    lockstep_gap_s: float = 0.03  # lockstep: pause after each detection before the next frame (see _play)
     image_topic: str | None = None  # camera topic inside the bag
     gt_topic: str | None = None
 
@@ -90,8 +88,6 @@ class ReplayConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not self.rate > 0:
             raise ValueError(f"rate must be positive, got {self.rate}")
-        if not self.lockstep_gap_s >= 0:
-            raise ValueError(f"lockstep gap must be >= 0 s, got {self.lockstep_gap_s}")
         if not self.node.startswith("/"):
             self.node = "/" + self.node
 
@@ -246,7 +242,7 @@ def replay_bag(bag, config: ReplayConfig, progress: bool = True) -> tuple[BagInf
     info = read_bag_info(bag, config.image_topic, config.gt_topic)
     compressed = info.image_msgtype == COMPRESSED_MSG
     node = ReplayNode(config, compressed)
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # see mixformer_ros.ros.node.spin_node
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
@@ -304,10 +300,6 @@ def _play(node: ReplayNode, info: BagInfo, frames, progress: bool) -> None:
     last_stamp = None
     for group in iterator:
         stamp = group[0][2]
-        if config.mode == "lockstep" and last_stamp is not None:
-            # A large frame published the moment the previous detection arrives reached the node
-            # 0.1-2 s later here (Fast DDS, any receiving node; docs/node.md), 30 ms later in ~4 ms.
-            time.sleep(config.lockstep_gap_s)
         if config.mode == "realtime":
             first_stamp = stamp if first_stamp is None else first_stamp
             delay = t0 + (stamp - first_stamp) / 1e9 / config.rate - time.monotonic()
@@ -424,7 +416,7 @@ def replay_main(args) -> int:
     """``python -m mixformer_ros.evaluation replay`` (see the CLI for the arguments)."""
     config = ReplayConfig(
         mode=args.mode, node=args.node, camera_topic=args.camera_topic, rate=args.rate,
-        publish_clock=args.clock, timeout_s=args.timeout, lockstep_gap_s=args.lockstep_gap_ms / 1000.0,
+        publish_clock=args.clock, timeout_s=args.timeout,
         image_topic=args.image_topic, gt_topic=args.gt_topic,
     )
     rclpy.init()
