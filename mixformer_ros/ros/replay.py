@@ -416,8 +416,7 @@ def replay_main(args) -> int:
     """``python -m mixformer_ros.evaluation replay`` (see the CLI for the arguments)."""
     config = ReplayConfig(
         mode=args.mode, node=args.node, camera_topic=args.camera_topic, rate=args.rate,
-        publish_clock=args.clock, timeout_s=args.timeout,
-        image_topic=args.image_topic, gt_topic=args.gt_topic,
+        publish_clock=args.clock, timeout_s=args.timeout, image_topic=args.image_topic, gt_topic=args.gt_topic,
     )
     rclpy.init()
     try:
