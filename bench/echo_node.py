@@ -1,8 +1,8 @@
 """A stand-in for the tracker node that answers every frame at once: the floor of an rclpy node here.
 
 bench/node_latency.py runs it beside the real node. It takes each camera frame the way the
-tracker node does (same Fast DDS profile, subscription QoS, executor (``spin_node``) and
-image conversion) and publishes a Detection2D with the frame's header on the tracker's
+tracker node does (same Fast DDS profile, subscription QoS, executor (``spin_node``), raw
+subscription and image conversion) and publishes a Detection2D with the frame's header on the tracker's
 detection topic straight from the image callback. Its lockstep latency is what transport,
 (de)serialisation and the Python executor cost before any tracking, so "node latency minus
 tracker step" can be compared with it.
@@ -34,19 +34,21 @@ def main() -> int:
     from mixformer_ros.ros.node import spin_node
     from mixformer_ros.ros.parameters import NodeSettings
     from mixformer_ros.ros.qos import profile_for
+    from mixformer_ros.ros.serialized import read_image
 
     rclpy.init(args=sys.argv)
     node = Node("mixformer_tracker")  # the tracker's name, so its detection topic is the same
     detections = node.create_publisher(Detection2D, "~/detection", 10)
 
-    def on_image(msg: Image) -> None:
+    def on_image(serialized: bytes) -> None:
+        msg = read_image(serialized)
         rgb = image_to_rgb(msg)
         detections.publish(make_detection(msg.header, [0, 0, rgb.shape[1], rgb.shape[0]], 1.0, "", "echo"))
 
     # A lockstep camera offers reliable QoS, which is what the tracker's "auto" QoS picks for it.
     node.create_subscription(Image, "image", on_image,
                              profile_for(ReliabilityPolicy.RELIABLE, NodeSettings.frame_buffer_size),
-                             callback_group=MutuallyExclusiveCallbackGroup())
+                             callback_group=MutuallyExclusiveCallbackGroup(), raw=True)
     try:
         spin_node(node)
     except (KeyboardInterrupt, ExternalShutdownException):

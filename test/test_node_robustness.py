@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.serialization import serialize_message
 from mixformer_ros.msg import TrackerStatus
 from node_harness import running_node, image_msg, stamp, wait_until
 
@@ -64,6 +65,10 @@ def test_bad_frames_are_rejected_and_tracking_continues(ros):
     bad.append((float_depth, "unsupported encoding '32FC1'"))
     empty = image_msg(np.zeros((0, 0, 3), np.uint8), "rgb8", stamp(4, 100))
     bad.append((empty, "empty image"))
+    # The node reads the serialized bytes itself (raw subscription): a cut-off message must not
+    # crash it. rclpy publishes bytes as they are.
+    truncated = serialize_message(image_msg(SCENE, "rgb8", stamp(5, 100)))[:1000]
+    bad.append((truncated, "malformed message"))
 
     for i, (msg, reason) in enumerate(bad):
         client.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,6 +18,9 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, ObjectHypothesisWithPose
+
+if TYPE_CHECKING:  # serialized.py imports this module
+    from .serialized import CompressedImageFields, ImageFields
 
 
 class ImageConversionError(ValueError):
@@ -47,8 +51,9 @@ _LAYOUTS: dict[str, _Layout] = {
 SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """Decode a sensor_msgs/Image into an (H, W, 3) uint8 RGB array.
+def image_to_rgb(msg: Image | ImageFields) -> np.ndarray:
+    """Decode a sensor_msgs/Image (or its fields read from the serialized bytes) into an
+    (H, W, 3) uint8 RGB array.
 
     16-bit encodings keep their top 8 bits (full range 0..65535 maps to 0..255). The result
     may share memory with ``msg.data`` and is marked read-only.
@@ -92,8 +97,9 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return rgb
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (JPEG or PNG) into an (H, W, 3) uint8 RGB array.
+def compressed_to_rgb(msg: CompressedImage | CompressedImageFields) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (JPEG or PNG, or its fields read from the serialized
+    bytes) into an (H, W, 3) uint8 RGB array.
 
     ``format`` is only checked for kinds we cannot decode (compressedDepth); the codec itself
     is recognised from the data, as image_transport's decoder does for an empty format.

@@ -40,6 +40,7 @@ from rclpy.qos import ReliabilityPolicy
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2D
 
@@ -62,6 +63,7 @@ from mixformer_ros.ros.qos import (
     profile_for,
     reliability_for_publishers,
 )
+from mixformer_ros.ros.serialized import read_compressed_image, read_image
 from mixformer_ros.srv import InitTracker
 
 STATE_NAMES = {TrackerStatus.IDLE: "IDLE", TrackerStatus.TRACKING: "TRACKING", TrackerStatus.LOST: "LOST"}
@@ -326,8 +328,10 @@ class TrackerNode(LifecycleNode):
         if self.settings.qos == "auto":
             # Replaces rclpy's "no messages will be received" warning: the 1 Hz check re-subscribes.
             events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        # raw: the callback gets the serialized bytes and reads only what it needs (serialized.py).
         self._sub = self.create_subscription(
-            msg_type, self._image_topic(), callback, qos, callback_group=self._images_group, event_callbacks=events
+            msg_type, self._image_topic(), callback, qos,
+            callback_group=self._images_group, event_callbacks=events, raw=True,
         )
         self._sub_reliability = qos.reliability
 
@@ -343,26 +347,33 @@ class TrackerNode(LifecycleNode):
     def _on_incompatible_qos(self, event) -> None:
         self.get_logger().info("a publisher with other QoS appeared; auto QoS re-subscribes within a second")
 
-    def _on_image(self, msg: Image) -> None:
-        self._accept(msg.header, lambda: image_to_rgb(msg))
+    def _on_image(self, serialized: bytes) -> None:
+        self._accept(serialized, read_image, image_to_rgb)
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._accept(msg.header, lambda: compressed_to_rgb(msg))
+    def _on_compressed(self, serialized: bytes) -> None:
+        self._accept(serialized, read_compressed_image, compressed_to_rgb)
 
-    def _accept(self, header, decode) -> None:
+    def _accept(self, serialized: bytes, read, decode) -> None:
         arrival = time.monotonic()
-        stamp_ns = stamp_to_ns(header.stamp)
+        try:
+            msg = read(serialized)
+        except ImageConversionError as exc:
+            self._received += 1
+            self._received_times.append(arrival)
+            self._reject(Header(), f"frame rejected: {exc}")
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         if self._buffer.is_repeat(stamp_ns):
             self.get_logger().debug(f"ignoring a repeated frame with stamp {stamp_ns} ns")
             return
         self._received += 1
         self._received_times.append(arrival)
         try:
-            rgb = decode()
+            rgb = decode(msg)
         except ImageConversionError as exc:
-            self._reject(header, f"frame rejected: {exc}")
+            self._reject(msg.header, f"frame rejected: {exc}")
             return
-        self._buffer.push(stamp_ns, header, rgb, arrival)
+        self._buffer.push(stamp_ns, msg.header, rgb, arrival)
         self._new_frame.set()
 
     def _reject(self, header, reason: str) -> None:
