@@ -53,15 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         overrides = dict(parse_override(o) for o in args.overrides)
         overrides["stage"] = args.stage
         cfg = load_config(args.config, overrides)
-        from .trainer import Trainer  # imported late so --help and config errors are fast
+        from .trainer import Trainer, release_distributed  # imported late so --help and config errors are fast
 
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
 
-        trainer = Trainer(cfg, device=args.device, resume=not args.no_resume, max_steps=args.max_steps)
-        path = trainer.run()
+        try:
+            trainer = Trainer(cfg, device=args.device, resume=not args.no_resume, max_steps=args.max_steps)
+            path = trainer.run()
+        finally:
+            release_distributed()
     except (ConfigError, DataPathError, CheckpointError) as exc:
         log.error("%s", exc)
         return 2

@@ -56,6 +56,14 @@ def init_distributed(device_kind: str) -> DistEnv:
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def release_distributed() -> None:
+    """Leave the process group before the interpreter exits. Left to the exit handlers, gloo's
+    threads can be torn down unjoined and abort the rank (SIGABRT, "terminate called without an
+    active exception") after its work is done."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def build_datasets(cfg: TrainConfig) -> tuple[list, list[float]]:
     """The readers and sampling weights named by the config (paths were checked by validate)."""
     datasets, weights = [], []
