@@ -2,8 +2,8 @@
 
 bench/node_latency.py runs it beside the real node. It takes each camera frame the way the
 tracker node does (same Fast DDS profile, subscription QoS, executor (``spin_node``), raw
-subscription and image conversion) and publishes a Detection2D with the frame's header on the tracker's
-detection topic straight from the image callback. Its lockstep latency is what transport,
+subscription and image conversion) and publishes a Detection2D with the frame's header on the
+tracker's detection topic straight from the image callback. Its lockstep latency is what transport,
 (de)serialisation and the Python executor cost before any tracking, so "node latency minus
 tracker step" can be compared with it.
 
