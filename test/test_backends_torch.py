@@ -1,4 +1,5 @@
-"""The PyTorch backend's CPU fast path: a bf16 backbone (oneDNN, AMX where present) stays close to the fp32 fixture run."""
+"""The PyTorch backend: its CPU fast path (a bf16 backbone, oneDNN, AMX where present) stays close to the fp32
+fixture run, and its start-up warm-up pass leaves no state behind."""
 import numpy as np
 import pytest
 import torch
@@ -36,3 +37,11 @@ def test_torch_backend_rejects_unknown_precision_and_onnx_options():
         create_backend("torch", net, onnx_model="x")
     with pytest.raises(ValueError, match="unknown backend"):
         create_backend("tensorflow", net)
+
+
+def test_warm_up_pass_leaves_no_templates_behind():
+    net = build_mixformerv2("S")
+    backend = create_backend("torch", net)  # runs the network once on blank crops
+    search = np.zeros((net.config.search_size, net.config.search_size, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="before set_templates"):
+        backend.predict(search)
