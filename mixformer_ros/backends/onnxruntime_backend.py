@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import MixFormerV2
+from ..tracking.backend import run_once_on_blank_crops
 from .export import GRAPH_FILES, MANIFEST, PRECISIONS, cached_export
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class OnnxRuntimeBackend:
         self._predictor = self._session(ort, folder, "predictor", providers, threads)
         self._check_interface()
         self._binding = self._predictor.io_binding()
+        config = self.manifest["config"]
+        run_once_on_blank_crops(self, config["template_size"], config["search_size"])
         self._template_kv = None  # OrtValue, resident on the session's device
         log.info("ONNX Runtime %s graphs from %s on %s (providers %s), predictor %d thread(s), encoder %d",
                  self.precision, folder, device, self._predictor.get_providers(), threads, encoder_threads)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..model import MixFormerV2
+from ..tracking.backend import run_once_on_blank_crops
 from ..tracking.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 # fp16 is for CUDA. bf16 also pays on CPUs with bf16 instructions (avx512_bf16, AMX): the backbone
@@ -54,16 +55,7 @@ class TorchBackend:
         self.model.backbone.to(self._dtype)
         self._normalize = Normalize().to(self._device)
         self._template_kv: torch.Tensor | None = None
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """One pass on blank crops, so that the first frame of a track does not pay one-time costs: the
-        first call of the cached-attention operator imports torch._dynamo (~1 s on a 2-core CPU, which
-        made a node at 15 Hz drop the first 15 frames of every track), and CUDA loads its kernels."""
-        c = self.model.config
-        template = np.zeros((c.template_size, c.template_size, 3), np.uint8)
-        self.set_templates(template, template)
-        self.predict(np.zeros((c.search_size, c.search_size, 3), np.uint8))
+        run_once_on_blank_crops(self, model.config.template_size, model.config.search_size)
         self._template_kv = None
 
     def _to_input(self, *crops: np.ndarray) -> torch.Tensor:
