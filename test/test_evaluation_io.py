@@ -174,6 +174,29 @@ def test_cli_run_metrics_and_compare(tmp_path):
     assert "csrt_default" in (out / "summary.md").read_text()
 
 
+def test_frame_step_shows_the_tracker_every_kth_frame_and_holds_the_box_between(tmp_path):
+    seq = load_sequence(SOT_DIR / "Crossing")
+    every = run_sequence(make_tracker("kcf"), seq)
+    third = run_sequence(make_tracker("kcf"), seq, frame_step=3)
+    assert third.boxes.shape == every.boxes.shape == (len(seq), 4)
+    tracked = np.arange(len(seq)) % 3 == 0
+    assert np.all(np.isfinite(third.times[tracked])) and np.all(np.isnan(third.times[~tracked]))
+    assert np.all(np.isnan(third.scores[~tracked]))
+    for i in np.flatnonzero(~tracked):
+        np.testing.assert_array_equal(third.boxes[i], third.boxes[i - i % 3])
+    assert not np.allclose(third.boxes[tracked], every.boxes[tracked])  # KCF saw bigger jumps
+    write_result(tmp_path / "kcf3", third)
+    ev = evaluate_tracker_dir(tmp_path / "kcf3", [seq])
+    assert ev.overall["fps"] == pytest.approx((tracked.sum() - 1) / np.nansum(third.times[1:]))
+    with pytest.raises(ValueError, match="frame_step must be >= 1"):
+        run_sequence(make_tracker("kcf"), seq, frame_step=0)
+
+    run = _cli("run", "--tracker", "kcf", "--results", tmp_path / "cli", "--data", SOT_DIR,
+               "--sequences", "Crossing", "--frame-step", "3")
+    assert "| kcf |" in run.stdout
+    np.testing.assert_array_equal(read_result(tmp_path / "cli" / "kcf", "Crossing").boxes, third.boxes)
+
+
 def test_cli_reports_bad_input_with_exit_code_1(tmp_path):
     proc = _cli("metrics", tmp_path / "no_results", "--data", SOT_DIR, "--sequences", "Crossing", check=False)
     assert proc.returncode == 1 and "no result for sequence 'Crossing'" in proc.stderr

@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
     sequences = _sequences(args)
     tracker = _make_tracker(args)
     name = args.name or args.tracker
-    run_dataset(tracker, sequences, args.results / name, overwrite=args.overwrite)
+    run_dataset(tracker, sequences, args.results / name, overwrite=args.overwrite, frame_step=args.frame_step)
     _print_tables([evaluate_tracker_dir(args.results / name, sequences, args.invalid)], None, "md")
     return 0
 
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracker_args(p)
     p.add_argument("--results", type=Path, required=True, help="results root folder")
     p.add_argument("--overwrite", action="store_true", help="rerun sequences that already have results")
+    p.add_argument("--frame-step", type=int, default=1, metavar="K",
+                   help="show the tracker only every K-th frame, as a node that falls behind its camera sees them; "
+                        "the frames between keep the last box (default 1: every frame)")
     _add_invalid_arg(p)
     p.set_defaults(func=cmd_run)
 

@@ -49,12 +49,19 @@ def score_result(result: SequenceResult, seq: Sequence, invalid: str = "exclude"
     return metrics
 
 
+def _update_times(times) -> np.ndarray:
+    """Seconds of each update the tracker ran (initialisation and skipped frames, NaN, excluded)."""
+    if times is None:
+        return np.empty(0)
+    t = np.asarray(times[1:], dtype=np.float64)
+    return t[np.isfinite(t)]
+
+
 def _fps(times) -> float:
-    """Frames per second over the tracked frames (initialisation excluded)."""
-    if times is None or len(times) < 2:
-        return float("nan")
-    total = float(np.sum(times[1:]))
-    return (len(times) - 1) / total if total > 0 else float("nan")
+    """Frames per second over the tracked frames."""
+    t = _update_times(times)
+    total = float(np.sum(t))
+    return len(t) / total if total > 0 else float("nan")
 
 
 def evaluate_results(
@@ -71,7 +78,7 @@ def evaluate_results(
     evaluation.overall = aggregate_ope(scored)
     got = aggregate_got10k(scored)
     evaluation.overall.update(ao=got["ao"], sr50=got["sr50"], sr75=got["sr75"])
-    all_times = [r.times[1:] for r in results if r.times is not None and len(r.times) > 1]
+    all_times = [_update_times(r.times) for r in results]
     frames = sum(len(t) for t in all_times)
     total = float(sum(np.sum(t) for t in all_times))
     evaluation.overall["fps"] = frames / total if total > 0 else float("nan")

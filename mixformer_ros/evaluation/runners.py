@@ -131,13 +131,18 @@ def make_tracker(kind: str, **options) -> Tracker:
 
 def track_frames(
     tracker: Tracker, frames: Iterable[np.ndarray], init_box, name: str = "", total=None,
-    progress: bool = False,
+    progress: bool = False, frame_step: int = 1,
 ) -> SequenceResult:
-    """Initialise on the first frame with ``init_box``, then update on every following frame.
+    """Initialise on the first frame with ``init_box``, then update on every ``frame_step``-th frame.
 
     Row 0 of the result is the initial box (the toolkits' convention); ``times[i]`` is the
-    wall time of ``init`` (i = 0) or ``update`` on frame i.
+    wall time of ``init`` (i = 0) or ``update`` on frame i. A ``frame_step`` above 1 plays a
+    tracker that falls behind its camera, as a node does on a slow machine: the frames in
+    between are not shown to the tracker and keep the last box (what a consumer of the
+    detections has for them), with NaN time and score.
     """
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
     boxes, times, scores = [], [], []
     iterator = iter(frames)
     if progress:
@@ -145,6 +150,11 @@ def track_frames(
 
         iterator = tqdm(iterator, total=total, desc=name or tracker.name, unit="frame", leave=False)
     for i, frame in enumerate(iterator):
+        if i % frame_step:
+            boxes.append(boxes[-1])
+            times.append(np.nan)
+            scores.append(np.nan)
+            continue
         start = time.perf_counter()
         if i == 0:
             tracker.init(frame, init_box)
@@ -159,10 +169,13 @@ def track_frames(
     return SequenceResult(name, np.stack(boxes), np.asarray(times), np.asarray(scores, dtype=np.float64))
 
 
-def run_sequence(tracker: Tracker, seq: Sequence, progress: bool = False) -> SequenceResult:
-    """Run one tracker over one sequence folder, initialised from its first ground truth."""
-    frames = (seq.read_frame(i) for i in range(len(seq)))
-    return track_frames(tracker, frames, seq.init_box, seq.name, total=len(seq), progress=progress)
+def run_sequence(tracker: Tracker, seq: Sequence, progress: bool = False, frame_step: int = 1) -> SequenceResult:
+    """Run one tracker over one sequence folder, initialised from its first ground truth
+    (on every ``frame_step``-th frame: see ``track_frames``)."""
+    # Frames the tracker skips are not decoded.
+    frames = (seq.read_frame(i) if i % frame_step == 0 else None for i in range(len(seq)))
+    return track_frames(tracker, frames, seq.init_box, seq.name, total=len(seq), progress=progress,
+                        frame_step=frame_step)
 
 
 def run_dataset(
@@ -171,8 +184,10 @@ def run_dataset(
     tracker_dir: Path,
     overwrite: bool = False,
     progress: bool = True,
+    frame_step: int = 1,
 ) -> list[SequenceResult]:
-    """Run a tracker over sequences, writing one results file per sequence into ``tracker_dir``.
+    """Run a tracker over sequences (on every ``frame_step``-th frame), writing one results file
+    per sequence into ``tracker_dir``.
 
     ``tracker`` is a harness tracker or a function that makes one; the function is called once,
     only if some sequence has to run (so a model is not loaded for nothing). Sequences that
@@ -192,7 +207,7 @@ def run_dataset(
             continue
         if not hasattr(tracker, "update"):
             tracker = tracker()
-        result = run_sequence(tracker, seq, progress=progress)
+        result = run_sequence(tracker, seq, progress=progress, frame_step=frame_step)
         write_result(tracker_dir, result)
         results.append(result)
     return results
