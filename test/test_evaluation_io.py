@@ -195,6 +195,11 @@ def test_frame_step_shows_the_tracker_every_kth_frame_and_holds_the_box_between(
                "--sequences", "Crossing", "--frame-step", "3")
     assert "| kcf |" in run.stdout
     np.testing.assert_array_equal(read_result(tmp_path / "cli" / "kcf", "Crossing").boxes, third.boxes)
+    # Results of another frame step in the same folder are refused, not passed off as this one's.
+    proc = _cli("run", "--tracker", "kcf", "--results", tmp_path / "cli", "--data", SOT_DIR,
+                "--sequences", "Crossing", check=False)
+    assert proc.returncode == 1 and "was not run with frame step 1" in proc.stderr
+    np.testing.assert_array_equal(read_result(tmp_path / "cli" / "kcf", "Crossing").boxes, third.boxes)
 
 
 def test_cli_reports_bad_input_with_exit_code_1(tmp_path):

@@ -178,6 +178,16 @@ def run_sequence(tracker: Tracker, seq: Sequence, progress: bool = False, frame_
                         frame_step=frame_step)
 
 
+def _check_frame_step(result: SequenceResult, frame_step: int, tracker_dir: Path) -> None:
+    """A reused result must come from the same frame step: the frames it skipped have NaN times."""
+    if result.times is None:  # e.g. another toolkit's file: nothing tells, accept it
+        return
+    ran = np.isfinite(result.times)
+    if not np.array_equal(ran, np.arange(len(ran)) % frame_step == 0):
+        raise ValueError(f"{tracker_dir}: the existing result of {result.name} was not run with frame step "
+                         f"{frame_step}; rerun it with --overwrite or write to another --name")
+
+
 def run_dataset(
     tracker: Tracker | Callable[[], Tracker],
     sequences: list[Sequence],
@@ -203,7 +213,9 @@ def run_dataset(
     for seq in iterator:
         if not overwrite and has_result(tracker_dir, seq.name):
             log.info("%s: reusing %s", seq.name, tracker_dir)
-            results.append(read_result(tracker_dir, seq.name))
+            result = read_result(tracker_dir, seq.name)
+            _check_frame_step(result, frame_step, tracker_dir)
+            results.append(result)
             continue
         if not hasattr(tracker, "update"):
             tracker = tracker()
