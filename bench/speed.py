@@ -6,9 +6,9 @@ interleaved in one process (bursts of a few frames each, the order rotated each 
 reference ("official") does what the official tracker does per frame: normalise the search crop
 and run the joint network forward in eager fp32 PyTorch; it is our own code, not theirs.
 
-Also recorded: CPU model and ISA, load average, the machine's sustained fp32 GEMM rate with
-torch and ORT (the roofline), FLOPs per frame counted from the network, OpenCV NanoTrack's whole
-update as the CPU peer reference, and on a CUDA machine the GPU rows (skipped with a note here).
+Also recorded: CPU model and ISA, load average, the machine's sustained GEMM rate per precision
+(fp32 with torch and ORT, bf16 with torch, int8 with ORT: the rooflines), FLOPs per frame counted
+from the network, OpenCV NanoTrack's whole update as the CPU peer reference, and on a CUDA machine the GPU rows (skipped with a note here).
 
 Usage: .venv/bin/python bench/speed.py [--variants S B] [--frames 80] [--frames-b 30] [--threads 2]
 Writes bench/results/speed.json and the speed section of BENCHMARKS.md.
@@ -152,45 +152,70 @@ def cpu_info() -> dict:
 
 
 class GemmProbe:
-    """fp32 GEMM (n x n x n) in torch and in ONNX Runtime on ``threads`` threads: the machine's roofline.
+    """Square GEMMs (n x n x n) on ``threads`` threads, one per precision the trackers use: the machine's rooflines.
 
-    Measured sustained up front, and once per frame round between the trackers, so the share of
-    the roofline a tracker reaches is computed against the same moment's (shared-machine) speed.
+    fp32 through torch and ONNX Runtime (the better of the two is the fp32 roofline), bf16 through
+    torch (oneDNN, the bf16 tracker's path) and int8 through ONNX Runtime's MatMulInteger (uint8
+    activations x int8 weights, the kernel behind its dynamic int8 graphs). Measured sustained up
+    front, and once per frame round between the trackers, so the share of the roofline a tracker
+    reaches is computed against the same moment's (shared-machine) speed.
     """
 
-    def __init__(self, threads: int, n: int = 1024):
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
+    LIBRARIES = {"torch": "fp32", "ort": "fp32", "torch_bf16": "bf16", "ort_int8": "int8"}
 
+    def __init__(self, threads: int, n: int = 1024):
         self.n, self.threads, self.flops = n, threads, 2.0 * n ** 3
         self.a, self.b = torch.randn(n, n), torch.randn(n, n)
-        graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
-                                  [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
-                                   helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-                                  [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
+        self.a_bf16, self.b_bf16 = self.a.bfloat16(), self.b.bfloat16()
+        rng = np.random.default_rng(0)
+        self.sess = self._ort_matmul("MatMul", self.b.numpy(), threads)
+        self.sess_int8 = self._ort_matmul("MatMulInteger", rng.integers(-128, 128, (n, n), dtype=np.int8), threads)
+        self.feed = {"A": self.a.numpy()}
+        self.feed_int8 = {"A": rng.integers(0, 256, (n, n), dtype=np.uint8)}
+        self.samples = {which: [] for which in self.LIBRARIES}
+
+    @staticmethod
+    def _ort_matmul(op: str, weight: np.ndarray, threads: int):
+        """A one-node ORT session multiplying its input by the constant ``weight`` (like a Linear)."""
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        n = weight.shape[0]
+        a_type, c_type = (TensorProto.FLOAT, TensorProto.FLOAT) if op == "MatMul" else (TensorProto.UINT8, TensorProto.INT32)
+        graph = helper.make_graph([helper.make_node(op, ["A", "B"], ["C"])], "gemm",
+                                  [helper.make_tensor_value_info("A", a_type, [n, n])],
+                                  [helper.make_tensor_value_info("C", c_type, [n, n])],
+                                  [numpy_helper.from_array(weight, "B")])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", export.OPSET)])
-        self.sess = ort.InferenceSession(model.SerializeToString(), session_options(threads),
-                                         providers=["CPUExecutionProvider"])
-        self.feed = {"A": self.a.numpy(), "B": self.b.numpy()}
-        self.samples = {"torch": [], "ort": []}
+        return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
     def _call(self, which: str) -> None:
         if which == "torch":
             torch.mm(self.a, self.b)
-        else:
+        elif which == "torch_bf16":
+            torch.mm(self.a_bf16, self.b_bf16)
+        elif which == "ort":
             self.sess.run(None, self.feed)
+        else:
+            self.sess_int8.run(None, self.feed_int8)
 
     def once(self) -> None:
-        """One timed GEMM of each library (GFLOP/s) into ``samples``."""
-        for which in ("torch", "ort"):
+        """One timed GEMM of each library and precision (G(FL)OP/s) into ``samples``."""
+        for which in self.LIBRARIES:
             start = time.perf_counter()
             self._call(which)
             self.samples[which].append(self.flops / (time.perf_counter() - start) / 1e9)
             time.sleep(SETTLE_S)
 
+    @classmethod
+    def rooflines(cls, rates: dict) -> dict:
+        """precision -> the best rate among the libraries measured at that precision."""
+        return {precision: max(rates[f"{w}_gflops"] for w, p in cls.LIBRARIES.items() if p == precision)
+                for precision in dict.fromkeys(cls.LIBRARIES.values())}
+
     def sustained(self, seconds: float = 1.0) -> dict:
         rates = {}
-        for which in ("torch", "ort"):
+        for which in self.LIBRARIES:
             self._call(which)
             time.sleep(SETTLE_S)
             count, start = 0, time.perf_counter()
@@ -198,19 +223,19 @@ class GemmProbe:
                 self._call(which)
                 count += 1
             rates[f"{which}_gflops"] = self.flops * count / (time.perf_counter() - start) / 1e9
-        return {"n": self.n, "threads": self.threads, **rates,
-                "roofline_gflops": max(rates.values())}
+        return {"n": self.n, "threads": self.threads, **rates, "rooflines": self.rooflines(rates)}
 
     def interleaved(self) -> dict:
         med = {f"{k}_gflops": float(np.median(v)) for k, v in self.samples.items()}
-        return {"n": self.n, "threads": self.threads, **med, "roofline_gflops": max(med.values())}
+        return {"n": self.n, "threads": self.threads, **med, "rooflines": self.rooflines(med)}
 
 
 def sustained_roofline(threads: int, sizes=(512, 1024, 2048)) -> dict:
-    """The best sustained fp32 GEMM rate over a few square sizes (in and out of the L2 cache)."""
+    """Per precision, the best sustained GEMM rate over a few square sizes (in and out of the L2 cache)."""
     runs = [GemmProbe(threads, n).sustained() for n in sizes]
-    best = max(runs, key=lambda r: r["roofline_gflops"])
-    return {**best, "by_size": runs}
+    rooflines = {p: max(r["rooflines"][p] for r in runs) for p in runs[0]["rooflines"]}
+    best_n = {p: next(r["n"] for r in runs if r["rooflines"][p] == rooflines[p]) for p in rooflines}
+    return {"threads": threads, "rooflines": rooflines, "best_n": best_n, "by_size": runs}
 
 
 def attention_flops(width: int, queries: int, keys: int) -> float:
@@ -385,7 +410,7 @@ def summarise(ms: list[float]) -> dict:
     return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "n": int(a.size)}
 
 
-def run_variant(variant: str, frames, init_box, args, cache_dir: Path, roofline_before: float) -> dict:
+def run_variant(variant: str, frames, init_box, args, cache_dir: Path, rooflines_before: dict) -> dict:
     model, weights = model_for(variant)
     settings = preset_settings(args.preset, model.config)
     entries = contestants(variant, model, args.threads, cache_dir, args.bf16)
@@ -421,7 +446,7 @@ def run_variant(variant: str, frames, init_box, args, cache_dir: Path, roofline_
     flops = count_flops(model)
     roofline = probe.interleaved()
     # Conservative: the better of the sustained (before the run) and the interleaved GEMM rates.
-    roofline["roofline_gflops"] = max(roofline["roofline_gflops"], roofline_before)
+    roofline["rooflines"] = {p: max(rate, rooflines_before[p]) for p, rate in roofline["rooflines"].items()}
     rows = []
     ref_step = np.median(step["official (torch eager full)"])
     for name, (backend, backend_name, precision, path) in entries.items():
@@ -435,7 +460,7 @@ def run_variant(variant: str, frames, init_box, args, cache_dir: Path, roofline_
             "speedup_vs_official": ref_step / stp["median_ms"],
             "template_update_ms": float(np.median(timed.update_ms)) if path == "cached" else None,
             "network_gflops": flops[path] / (net["median_ms"] / 1e3),  # FLOPs of the path / network time
-            "roofline_fraction": flops[path] / (net["median_ms"] / 1e3) / roofline["roofline_gflops"],
+            "roofline_fraction": flops[path] / (net["median_ms"] / 1e3) / roofline["rooflines"][precision],
             "speedup_vs_issue_reference": ISSUE_OFFICIAL_MS[variant] / stp["median_ms"],
         })
     crop = np.random.default_rng(0).integers(0, 256, (model.config.search_size,) * 2 + (3,), dtype=np.uint8)
@@ -503,12 +528,11 @@ def goals(results: dict) -> list[dict]:
         r, res = rows[0], results["variants"][variant]
         goal = {"goal": f"{key}: whole step >= {target}x official", "measured": round(r["speedup_vs_official"], 2),
                 "vs_issue_reference": round(r["speedup_vs_issue_reference"], 2), "met": bool(r["speedup_vs_official"] >= target)}
-        if precision == "fp32":
-            # No exact fp32 tracker can beat this: the cached path's FLOPs at the machine's GEMM
-            # roofline, with nothing else (crop, attention, norms) costing any time.
-            official_ms = next(o["step"]["median_ms"] for o in res["rows"] if o["path"] == "full" and o["backend"] == "torch")
-            ceiling_ms = res["flops_g"]["cached"] / res["roofline_interleaved"]["roofline_gflops"] * 1e3
-            goal["fp32_ceiling_x"] = round(official_ms / ceiling_ms, 2)
+        # No tracker of this precision can beat this: the cached path's FLOPs at the machine's GEMM
+        # roofline for the precision, with nothing else (crop, attention, norms) costing any time.
+        official_ms = next(o["step"]["median_ms"] for o in res["rows"] if o["path"] == "full" and o["backend"] == "torch")
+        ceiling_ms = res["flops_g"]["cached"] / res["roofline_interleaved"]["rooflines"][precision] * 1e3
+        goal["ceiling_x"] = round(official_ms / ceiling_ms, 2)
         if key == "S fp32":
             goal.update({"fps": round(r["fps"], 1), "roofline_fraction": round(r["roofline_fraction"], 2),
                          "met": bool(goal["met"] and r["fps"] >= 60 and r["roofline_fraction"] >= 0.8)})
@@ -519,7 +543,7 @@ def goals(results: dict) -> list[dict]:
 
 def table(results: dict) -> str:
     lines = ["| variant | contestant | network median / p90 ms | tracker step median / p90 ms | FPS | x official "
-             "(interleaved) | x issue's official | network GFLOP/s (share of fp32 roofline) | template update ms |",
+             "(interleaved) | x issue's official | network G(FL)OP/s (share of its precision's roofline) | template update ms |",
              "|---|---|---|---|---|---|---|---|---|"]
     for variant, res in results["variants"].items():
         for r in res["rows"]:
@@ -553,12 +577,14 @@ def markdown(results: dict) -> str:
         "'Official' = our code doing what the official tracker does each frame (NumPy normalise + joint forward, "
         "eager fp32). Network = backend call (preprocessing included); step = whole `track()` (crop, network, map-back).",
         "",
-        f"GEMM roofline (fp32, {roof['threads']} threads), best sustained square GEMM before the run "
-        f"(n = {', '.join(str(r['n']) for r in roof['by_size'])}; best n = {roof['n']}): torch "
-        f"{roof['torch_gflops']:.0f} GFLOP/s, ORT {roof['ort_gflops']:.0f} GFLOP/s; 1024^3 measured once per frame round "
-        "between the trackers; the shares below refer to the better of the two: "
-        + "; ".join(f"{v}: torch {r['roofline_interleaved']['torch_gflops']:.0f}, ORT "
-                    f"{r['roofline_interleaved']['ort_gflops']:.0f} GFLOP/s" for v, r in results["variants"].items())
+        f"GEMM rooflines ({roof['threads']} threads), best sustained square GEMM before the run "
+        f"(n = {', '.join(str(r['n']) for r in roof['by_size'])}): "
+        + ", ".join(f"{p} {rate:.0f} G(FL)OP/s (n = {roof['best_n'][p]})" for p, rate in roof["rooflines"].items())
+        + " (fp32: the better of torch and ORT; bf16: torch/oneDNN; int8: ORT MatMulInteger, uint8 x int8); "
+        "1024^3 measured once per frame round between the trackers, and each row's share refers to the better of "
+        "that and the figure before the run: "
+        + "; ".join(f"{v}: " + ", ".join(f"{p} {rate:.0f}" for p, rate in r["roofline_interleaved"]["rooflines"].items())
+                    for v, r in results["variants"].items())
         + f". 'x issue's official' divides the official times the issue measured on its AMD EPYC (Zen 5) "
         f"({ISSUE_OFFICIAL_MS} ms) by ours: a cross-machine figure, only the interleaved column is a like-for-like ratio.",
         "",
@@ -598,7 +624,7 @@ def markdown(results: dict) -> str:
         "Goals (issue 4): " + "; ".join(f"{g['goal']}: {g['measured']}x{' ' + str(g.get('fps')) + ' FPS' if 'fps' in g else ''}"
                                         f"{', roofline ' + format(g['roofline_fraction'], '.0%') if 'roofline_fraction' in g else ''}"
                                         f" (vs the issue's official times {g['vs_issue_reference']}x)"
-                                        f"{'; ceiling of any exact fp32 tracker here ' + str(g['fp32_ceiling_x']) + 'x' if 'fp32_ceiling_x' in g else ''}"
+                                        f"; ceiling at this precision's GEMM roofline {g['ceiling_x']}x"
                                         f" -> {'MET' if g['met'] else 'NOT met'}" for g in results["goals"]) + ".",
         "",
         f"GPU: {results['gpu'] if isinstance(results['gpu'], str) else 'see speed.json'}",
@@ -643,7 +669,7 @@ def main(argv=None) -> int:
                "load_before": [round(x, 2) for x in os.getloadavg()],
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp default, spins)")}
     results["roofline"] = sustained_roofline(args.threads)
-    print(f"GEMM roofline: torch {results['roofline']['torch_gflops']:.0f}, ORT {results['roofline']['ort_gflops']:.0f} GFLOP/s")
+    print("GEMM rooflines (G(FL)OP/s):", {p: round(r) for p, r in results["roofline"]["rooflines"].items()})
     frames, init_box = load_frames(max(args.frames, args.frames_b))
     results.update(frames={"S": args.frames, "B": args.frames_b}, frame_size=f"{frames[0].shape[1]}x{frames[0].shape[0]}")
     results["normalisation"] = normalisation_cost(288, args.threads)
@@ -653,14 +679,14 @@ def main(argv=None) -> int:
         for variant in args.variants:
             count = args.frames if variant == "S" else args.frames_b
             results["variants"][variant] = run_variant(variant, frames[:count], init_box, args, cache,
-                                                       results["roofline"]["roofline_gflops"])
+                                                       results["roofline"]["rooflines"])
         results["gpu"] = gpu_rows(args.variants, args)
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["goals"] = goals(results)
     print(table(results))
     for g in results["goals"]:
-        print(f"goal {g['goal']}: {g['measured']}x (issue's official: {g['vs_issue_reference']}x) "
-              f"{g.get('fps', '')} {'MET' if g['met'] else 'NOT met'}")
+        print(f"goal {g['goal']}: {g['measured']}x (issue's official: {g['vs_issue_reference']}x, ceiling "
+              f"{g['ceiling_x']}x) {g.get('fps', '')} {'MET' if g['met'] else 'NOT met'}")
     if isinstance(results["gpu"], str):
         print("GPU:", results["gpu"])
     if not args.no_write:
