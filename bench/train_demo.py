@@ -5,7 +5,7 @@ one resumes):
   1. train    `train`   the 4-layer MixFormerV2 from scratch, with the dense corner head as a
                         training-time auxiliary (model.kind dense_aux: one-stage dense-to-sparse),
                         on synthetic sequences (half with textures cut from the training sequences'
-                        frames) + 4 real sequences
+                        frames) + 4 real sequences; 2 threads, no data worker
   2. score    `score`   the score head alone, on positive/negative pairs
   3. shallow  `distill` deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3
                         decay to 0, then are dropped)
@@ -53,13 +53,13 @@ RUNS = {"untrained": ("untrained", "lasot", 1), "trained_4layer": ("score", "las
         "student_2layer": ("shallow", "lasot", 1), "student_2layer_demo_preset": ("shallow", "demo", 1)}
 
 
-def run_stage(stage: str, command: str, config: str, overrides: list[str]) -> Path:
+def run_stage(stage: str, command: str, config: str, overrides: list[str], threads: int = 1) -> Path:
     out_dir = OUT / stage
     final = out_dir / "model.pth.tar"
     if final.is_file():
         print(f"[{stage}] already done: {final}")
         return final
-    cmd = [sys.executable, "-m", "mixformer_ros.training.cli", command, "--threads", "1",
+    cmd = [sys.executable, "-m", "mixformer_ros.training.cli", command, "--threads", str(threads),
            "--config", str(CONFIGS / config), "--set", f"output_dir={out_dir}", *sum((["--set", o] for o in overrides), [])]
     print("+", " ".join(cmd), flush=True)
     start = time.time()
@@ -156,7 +156,9 @@ def main() -> int:
     scored = OUT / "score" / "model.pth.tar"
     student = OUT / "shallow" / "model.pth.tar"
     if "train" in stages:
-        run_stage("train", "train", "demo_train.yaml", data)
+        # Two training threads with the data prepared in-process (the config's num_workers 0); the
+        # short stages keep one thread and one data worker.
+        run_stage("train", "train", "demo_train.yaml", data, threads=2)
     if "score" in stages:
         run_stage("score", "score", "demo_score.yaml", [*data, f"model.init_checkpoint={trained}"])
     if "shallow" in stages:
