@@ -46,6 +46,23 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_multi_epoch_run_with_a_data_worker_resumes_into_the_same_weights(tmp_path):
+    """One loader serves all epochs (its worker lives through them); epochs drop their last partial
+    batch; a run stopped inside epoch 2 and resumed equals an uninterrupted in-process run."""
+    epochs = {"optim.epochs": 3, "data.samples_per_epoch": 34}  # 8 steps an epoch, 2 samples dropped
+    in_process = Trainer(tiny_config(tmp_path / "a", **epochs), device="cpu", resume=False)
+    in_process.run()
+    with_worker = {**epochs, "data.num_workers": 1}
+    first = Trainer(tiny_config(tmp_path / "b", **with_worker), device="cpu", resume=False, max_steps=11)
+    first.run()
+    resumed = Trainer(tiny_config(tmp_path / "b", **with_worker), device="cpu", resume=True)
+    assert resumed.global_step == 11
+    resumed.run()
+    assert resumed.global_step == in_process.global_step == 24
+    a, b = in_process.task.model.state_dict(), resumed.task.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_bad_config_values_are_named(tmp_path):
     with pytest.raises(ConfigError, match="optim.*unknown key.*lrr"):
         tiny_config(tmp_path, **{"optim.lrr": 1.0})

@@ -8,7 +8,7 @@ from training_helpers import TINY_NETWORK, tiny_config
 
 
 def _fixed_batch(trainer: Trainer) -> dict:
-    batch = next(iter(trainer._loader(epoch=0, skip_batches=0)))
+    batch = next(iter(trainer._loader(start_step=0)))
     batch.pop("skipped")
     return batch
 

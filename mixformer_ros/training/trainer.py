@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from mixformer_ros.model import read_checkpoint, save_checkpoint
@@ -86,21 +86,34 @@ def build_datasets(cfg: TrainConfig) -> tuple[list, list[float]]:
     return datasets, weights
 
 
-class _ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start part-way into an epoch (after `skip` of this rank's indices)."""
+class _RunSampler(Sampler):
+    """This process's indices for the rest of the run, epoch after epoch (PairDataset's run-wide
+    indices), so one DataLoader serves the whole run and its workers keep their sequence caches.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.skip = 0
+    Each epoch is DistributedSampler's shuffle for that epoch, cut to whole batches; a resumed run
+    starts after the `start_step` batches it has done.
+    """
+
+    def __init__(self, samples_per_epoch: int, world_size: int, rank: int, seed: int, batch_size: int,
+                 epochs: int, start_step: int = 0):
+        self.epoch_order = DistributedSampler(range(samples_per_epoch), num_replicas=world_size, rank=rank,
+                                              shuffle=True, seed=seed, drop_last=True)
+        self.samples_per_epoch = samples_per_epoch
+        self.batch_size = batch_size
+        self.steps_per_epoch = len(self.epoch_order) // batch_size
+        self.epochs = epochs
+        self.start_step = start_step
 
     def __iter__(self):
-        it = super().__iter__()
-        for _ in range(self.skip):
-            next(it)
-        return it
+        first_epoch, done = divmod(self.start_step, self.steps_per_epoch)
+        for epoch in range(first_epoch, self.epochs):
+            self.epoch_order.set_epoch(epoch)
+            order = list(self.epoch_order)[:self.steps_per_epoch * self.batch_size]
+            skip = done * self.batch_size if epoch == first_epoch else 0
+            yield from (epoch * self.samples_per_epoch + i for i in order[skip:])
 
     def __len__(self) -> int:
-        return super().__len__() - self.skip
+        return (self.epochs * self.steps_per_epoch - self.start_step) * self.batch_size
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -145,9 +158,7 @@ class Trainer:
         sampler_cfg = cfg.data.sampler
         self.dataset = PairDataset(PairSampler(datasets, weights, sampler_cfg), cfg.data.crop,
                                    cfg.data.samples_per_epoch, cfg.seed)
-        self.sampler = _ResumableSampler(self.dataset, num_replicas=self.env.world_size, rank=self.env.rank,
-                                         shuffle=True, seed=cfg.seed, drop_last=True)
-        self.steps_per_epoch = len(self.sampler) // cfg.optim.batch_size
+        self.steps_per_epoch = self._sampler(0).steps_per_epoch
         if self.steps_per_epoch < 1:
             raise ValueError("samples_per_epoch / (processes * batch_size) < 1: no full batch per epoch")
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
@@ -254,12 +265,14 @@ class Trainer:
         stats["lr"] = self.scheduler.get_last_lr()[0]
         return stats
 
-    def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
-        self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch)
-        self.sampler.skip = skip_batches * self.cfg.optim.batch_size
+    def _sampler(self, start_step: int) -> _RunSampler:
+        return _RunSampler(self.cfg.data.samples_per_epoch, self.env.world_size, self.env.rank, self.cfg.seed,
+                           self.cfg.optim.batch_size, self.cfg.optim.epochs, start_step)
+
+    def _loader(self, start_step: int) -> DataLoader:
+        """The batches from `start_step` to the end of training, in one loader (workers live through it)."""
         workers = self.cfg.data.num_workers
-        return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
+        return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self._sampler(start_step),
                           num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
                           worker_init_fn=_worker_init, prefetch_factor=4 if workers else None)
 
@@ -272,26 +285,25 @@ class Trainer:
                    dynamic_ncols=True)
         t0, running, count = time.time(), {}, 0
         try:
-            while self.global_step < end:
-                epoch, done_in_epoch = divmod(self.global_step, self.steps_per_epoch)
-                for batch in self._loader(epoch, done_in_epoch):
-                    self.skipped_frames += int(batch.pop("skipped").sum())
-                    stats = self.train_step(batch)
-                    for k, v in stats.items():
-                        running[k] = running.get(k, 0.0) + v
-                    count += 1
-                    bar.update(1)
-                    if self.global_step % self.cfg.log_every == 0 or self.global_step == end:
-                        avg = {k: v / count for k, v in running.items()}
-                        avg.update(epoch=epoch, skipped_frames=self.skipped_frames, elapsed_s=time.time() - t0)
-                        self._log(avg)
-                        bar.set_postfix(loss=f"{avg['loss']:.3f}", iou=f"{avg.get('iou', float('nan')):.2f}")
-                        running, count = {}, 0
-                    if self.global_step % self.cfg.checkpoint_every == 0:
-                        self.save_resumable()
-                    if self.global_step >= end:
-                        break
-                self.save_resumable()
+            for batch in self._loader(self.global_step):
+                if self.global_step >= end:  # max_steps reached before the data ran out
+                    break
+                epoch = self.global_step // self.steps_per_epoch
+                self.skipped_frames += int(batch.pop("skipped").sum())
+                stats = self.train_step(batch)
+                for k, v in stats.items():
+                    running[k] = running.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                if self.global_step % self.cfg.log_every == 0 or self.global_step == end:
+                    avg = {k: v / count for k, v in running.items()}
+                    avg.update(epoch=epoch, skipped_frames=self.skipped_frames, elapsed_s=time.time() - t0)
+                    self._log(avg)
+                    bar.set_postfix(loss=f"{avg['loss']:.3f}", iou=f"{avg.get('iou', float('nan')):.2f}")
+                    running, count = {}, 0
+                if self.global_step % self.cfg.checkpoint_every == 0 or self.global_step % self.steps_per_epoch == 0:
+                    self.save_resumable()
+            self.save_resumable()
         except KeyboardInterrupt:
             log.warning("interrupted at step %d; saving a resumable checkpoint", self.global_step)
             self.save_resumable()

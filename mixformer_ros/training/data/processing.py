@@ -76,9 +76,10 @@ def _augment(crops: list[np.ndarray], cfg: CropConfig, rng: np.random.Generator)
 class PairDataset(torch.utils.data.Dataset):
     """A fixed-length, index-seeded stream of training pairs.
 
-    Sample `i` of epoch `e` always uses the generator seeded with (seed, e, i), so a run resumed
-    from a checkpoint, or split over DDP ranks, sees exactly the samples an uninterrupted
-    single-process run would.
+    Indices run across epochs: index `e * samples_per_epoch + i` is sample `i` of epoch `e`, drawn
+    with the generator seeded by (seed, e, i). So a run resumed from a checkpoint, or split over DDP
+    ranks, sees exactly the samples an uninterrupted single-process run would, and one loader (with
+    its workers) can serve every epoch. The length is one epoch's.
     """
 
     def __init__(self, sampler: PairSampler, crop: CropConfig, samples_per_epoch: int, seed: int = 0):
@@ -86,18 +87,15 @@ class PairDataset(torch.utils.data.Dataset):
         self.crop = crop
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> dict:
+        epoch, index = divmod(index, self.samples_per_epoch)
         skipped = 0
         for attempt in range(50):
-            rng = np.random.default_rng([self.seed, self.epoch, index, attempt])
+            rng = np.random.default_rng([self.seed, epoch, index, attempt])
             pair = self.sampler.sample(rng)
             try:
                 sample = self._process(pair, rng)
