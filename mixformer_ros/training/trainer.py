@@ -274,7 +274,10 @@ class Trainer:
         workers = self.cfg.data.num_workers
         return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self._sampler(start_step),
                           num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
-                          worker_init_fn=_worker_init, prefetch_factor=4 if workers else None)
+                          worker_init_fn=_worker_init, prefetch_factor=4 if workers else None,
+                          # Spawned, not forked: a fork of a process whose thread pools (OpenMP, ONNX
+                          # Runtime, rclpy) are running can deadlock in the child. Paid once per run.
+                          multiprocessing_context="spawn" if workers else None)
 
     def run(self) -> Path:
         """Train to the end (or max_steps), checkpointing as it goes; returns the final checkpoint path."""
