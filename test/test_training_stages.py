@@ -8,7 +8,7 @@ from training_helpers import TINY_NETWORK, tiny_config
 
 
 def _fixed_batch(trainer: Trainer) -> dict:
-    batch = next(iter(trainer._loader(start_step=0)))
+    batch = next(iter(trainer._loader(start_step=0, end_step=1)))
     batch.pop("skipped")
     return batch
 

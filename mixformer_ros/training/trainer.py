@@ -87,33 +87,35 @@ def build_datasets(cfg: TrainConfig) -> tuple[list, list[float]]:
 
 
 class _RunSampler(Sampler):
-    """This process's indices for the rest of the run, epoch after epoch (PairDataset's run-wide
-    indices), so one DataLoader serves the whole run and its workers keep their sequence caches.
+    """This process's indices for training steps `start_step` to `end_step`, epoch after epoch
+    (PairDataset's run-wide indices), so one DataLoader serves the whole run and its workers keep
+    their sequence caches.
 
-    Each epoch is DistributedSampler's shuffle for that epoch, cut to whole batches; a resumed run
-    starts after the `start_step` batches it has done.
+    Each epoch is DistributedSampler's shuffle for that epoch, cut to whole batches.
     """
 
     def __init__(self, samples_per_epoch: int, world_size: int, rank: int, seed: int, batch_size: int,
-                 epochs: int, start_step: int = 0):
+                 start_step: int = 0, end_step: int = 0):
         self.epoch_order = DistributedSampler(range(samples_per_epoch), num_replicas=world_size, rank=rank,
                                               shuffle=True, seed=seed, drop_last=True)
         self.samples_per_epoch = samples_per_epoch
         self.batch_size = batch_size
         self.steps_per_epoch = len(self.epoch_order) // batch_size
-        self.epochs = epochs
         self.start_step = start_step
+        self.end_step = end_step
 
     def __iter__(self):
-        first_epoch, done = divmod(self.start_step, self.steps_per_epoch)
-        for epoch in range(first_epoch, self.epochs):
+        step = self.start_step
+        while step < self.end_step:
+            epoch, done = divmod(step, self.steps_per_epoch)
+            stop = min(self.steps_per_epoch, done + self.end_step - step)
             self.epoch_order.set_epoch(epoch)
-            order = list(self.epoch_order)[:self.steps_per_epoch * self.batch_size]
-            skip = done * self.batch_size if epoch == first_epoch else 0
-            yield from (epoch * self.samples_per_epoch + i for i in order[skip:])
+            order = list(self.epoch_order)[done * self.batch_size:stop * self.batch_size]
+            yield from (epoch * self.samples_per_epoch + i for i in order)
+            step += stop - done
 
     def __len__(self) -> int:
-        return (self.epochs * self.steps_per_epoch - self.start_step) * self.batch_size
+        return max(0, self.end_step - self.start_step) * self.batch_size
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -158,7 +160,7 @@ class Trainer:
         sampler_cfg = cfg.data.sampler
         self.dataset = PairDataset(PairSampler(datasets, weights, sampler_cfg), cfg.data.crop,
                                    cfg.data.samples_per_epoch, cfg.seed)
-        self.steps_per_epoch = self._sampler(0).steps_per_epoch
+        self.steps_per_epoch = self._sampler().steps_per_epoch
         if self.steps_per_epoch < 1:
             raise ValueError("samples_per_epoch / (processes * batch_size) < 1: no full batch per epoch")
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
@@ -265,14 +267,14 @@ class Trainer:
         stats["lr"] = self.scheduler.get_last_lr()[0]
         return stats
 
-    def _sampler(self, start_step: int) -> _RunSampler:
+    def _sampler(self, start_step: int = 0, end_step: int = 0) -> _RunSampler:
         return _RunSampler(self.cfg.data.samples_per_epoch, self.env.world_size, self.env.rank, self.cfg.seed,
-                           self.cfg.optim.batch_size, self.cfg.optim.epochs, start_step)
+                           self.cfg.optim.batch_size, start_step, end_step)
 
-    def _loader(self, start_step: int) -> DataLoader:
-        """The batches from `start_step` to the end of training, in one loader (workers live through it)."""
+    def _loader(self, start_step: int, end_step: int) -> DataLoader:
+        """The batches of steps `start_step` to `end_step`, in one loader (workers live through it)."""
         workers = self.cfg.data.num_workers
-        return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self._sampler(start_step),
+        return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self._sampler(start_step, end_step),
                           num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
                           worker_init_fn=_worker_init, prefetch_factor=4 if workers else None,
                           # Spawned, not forked: a fork of a process whose thread pools (OpenMP, ONNX
@@ -288,9 +290,9 @@ class Trainer:
                    dynamic_ncols=True)
         t0, running, count = time.time(), {}, 0
         try:
-            for batch in self._loader(self.global_step):
-                if self.global_step >= end:  # max_steps reached before the data ran out
-                    break
+            # A run that is already at its end starts no data workers.
+            batches = self._loader(self.global_step, end) if self.global_step < end else ()
+            for batch in batches:
                 epoch = self.global_step // self.steps_per_epoch
                 self.skipped_frames += int(batch.pop("skipped").sum())
                 stats = self.train_step(batch)
@@ -304,9 +306,9 @@ class Trainer:
                     self._log(avg)
                     bar.set_postfix(loss=f"{avg['loss']:.3f}", iou=f"{avg.get('iou', float('nan')):.2f}")
                     running, count = {}, 0
-                if self.global_step % self.cfg.checkpoint_every == 0 or self.global_step % self.steps_per_epoch == 0:
+                if (self.global_step % self.cfg.checkpoint_every == 0 or self.global_step % self.steps_per_epoch == 0
+                        or self.global_step == end):
                     self.save_resumable()
-            self.save_resumable()
         except KeyboardInterrupt:
             log.warning("interrupted at step %d; saving a resumable checkpoint", self.global_step)
             self.save_resumable()
