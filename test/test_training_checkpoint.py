@@ -14,6 +14,7 @@ from mixformer_ros.training.cli import main
 from mixformer_ros.training.config import ConfigError, load_config
 from mixformer_ros.training.data import SyntheticConfig, SyntheticDataset
 from mixformer_ros.training.trainer import Trainer
+from paths import SOT_DIR
 from training_helpers import TINY_NETWORK, tiny_config
 
 
@@ -60,6 +61,18 @@ def test_multi_epoch_run_with_a_data_worker_resumes_into_the_same_weights(tmp_pa
     resumed.run()
     assert resumed.global_step == in_process.global_step == 24
     a, b = in_process.task.model.state_dict(), resumed.task.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_data_worker_reads_real_sequences_as_the_training_process_does(tmp_path):
+    real = {"data.datasets": [{"type": "otb", "root": str(SOT_DIR), "sequences": ["Crossing"], "weight": 1.0}]}
+    in_process = Trainer(tiny_config(tmp_path / "a", **real), device="cpu", resume=False, max_steps=3)
+    in_process.run()
+    with_worker = Trainer(tiny_config(tmp_path / "b", **real, **{"data.num_workers": 1}), device="cpu", resume=False,
+                          max_steps=3)
+    with_worker.run()
+    assert with_worker.global_step == 3
+    a, b = in_process.task.model.state_dict(), with_worker.task.model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import cv2
 import numpy as np
@@ -66,14 +67,16 @@ def test_readers_parse_each_layout(tmp_path):
     (lasot / "groundtruth.txt").write_text(_boxes(4))
     (lasot / "full_occlusion.txt").write_text("0,1,0,0")
     (lasot / "out_of_view.txt").write_text("0,0,0,1")
-    seq = LaSOTReader(tmp_path / "lasot")[0]
+    la = LaSOTReader(tmp_path / "lasot")
+    seq = la[0]
     assert seq.visible.tolist() == [True, False, True, False] and seq.boxes[2].tolist() == [12, 10, 20, 16]
 
     tn = tmp_path / "trackingnet" / "TRAIN_0"
     _write_frames(tn / "frames" / "vid_a", 3, name=str)
     (tn / "anno").mkdir()
     (tn / "anno" / "vid_a.txt").write_text(_boxes(3))
-    seq = TrackingNetReader(tmp_path / "trackingnet", chunks=[0])[0]
+    tn = TrackingNetReader(tmp_path / "trackingnet", chunks=[0])
+    seq = tn[0]
     assert len(seq) == 3 and seq.frame(2).shape == (48, 64, 3)
 
     coco = tmp_path / "coco"
@@ -88,6 +91,12 @@ def test_readers_parse_each_layout(tmp_path):
 
     otb = OTBReader(SOT_DIR, ["Crossing"])
     assert len(otb) == 1 and len(otb[0]) == 120 and otb[0].frame(0).shape == (240, 360, 3)
+
+    # Spawned data workers get the readers pickled, sequence caches and all.
+    for reader in (g, la, tn, c, otb):
+        copy = pickle.loads(pickle.dumps(reader))
+        assert len(copy) == len(reader) and copy[0].name == reader[0].name
+        assert np.array_equal(copy[0].boxes, reader[0].boxes) and np.array_equal(copy[0].frame(0), reader[0].frame(0))
 
     with pytest.raises(DataPathError, match="does not exist"):
         OTBReader(tmp_path / "nope")

@@ -69,7 +69,19 @@ class SequenceReader:
             self._dirs = [d for d in self._dirs if d.name in wanted]
         if not self._dirs:
             raise DataPathError(f"{self.name}: no sequences found under {self.root}")
+        self._start_cache()
+
+    def _start_cache(self) -> None:
         self._load = functools.lru_cache(maxsize=64)(self._load_sequence)
+
+    # Spawned data workers receive the reader pickled; the cache (a wrapper of a bound method, which
+    # pickle cannot store) stays behind and each worker starts its own.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_load"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._start_cache()
 
     def _list_sequences(self) -> list[Path]:
         raise NotImplementedError

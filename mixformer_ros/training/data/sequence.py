@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 
 class FrameReadError(RuntimeError):
@@ -61,19 +57,3 @@ class FileSequence(Sequence):
 
     def frame(self, index: int) -> np.ndarray:
         return read_image_rgb(self._frames[index])
-
-
-class SkipCounter:
-    """Thread-safe count of frames that could not be read (reported in logs and checkpoints)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def add(self, err: Exception) -> None:
-        with self._lock:
-            self.count += 1
-            n = self.count
-        # Log the first few in full, then only every 100th so a broken dataset does not flood the log.
-        if n <= 5 or n % 100 == 0:
-            log.warning("skipped unreadable frame (%d so far): %s", n, err)
