@@ -37,6 +37,9 @@ def test_synthetic_sequences_are_deterministic_and_annotated():
     assert seq.frame(0).shape == (96, 120, 3) and seq.frame(0).dtype == np.uint8
     assert seq.boxes.shape == (20, 4) and (seq.boxes[:, 2:] > 0).all() and seq.visible.dtype == bool
     assert not np.array_equal(a[0].frame(0), a[1].frame(0))
+    # A spawned data worker gets the dataset without the sequences built so far and draws the same ones.
+    copy = pickle.loads(pickle.dumps(a))
+    assert len(pickle.dumps(a)) < 10_000 and np.array_equal(copy[2].frame(7), seq.frame(7))
 
 
 def test_synthetic_textures_from_photos(tmp_path):

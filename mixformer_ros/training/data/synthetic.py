@@ -258,6 +258,11 @@ class SyntheticDataset:
         self._photos = _Photos(cfg.texture_dirs) if cfg.texture_dirs else None
         self._cache: dict[int, SyntheticSequence] = {}
 
+    # Spawned data workers receive the dataset pickled; the built sequences stay behind (up to
+    # gigabytes) and each worker builds its own.
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": {}}
+
     def __len__(self) -> int:
         return self.cfg.num_sequences
 
