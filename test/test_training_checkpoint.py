@@ -18,6 +18,12 @@ from paths import SOT_DIR
 from training_helpers import TINY_NETWORK, tiny_config
 
 
+def same_weights(a: Trainer, b: Trainer) -> bool:
+    """Whether two trainers' networks hold the same weights (to float rounding)."""
+    sa, sb = a.task.model.state_dict(), b.task.model.state_dict()
+    return all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+
+
 def test_trained_checkpoint_loads_into_build_tracker(tmp_path):
     cfg = tiny_config(tmp_path)
     final = Trainer(cfg, device="cpu", resume=False).run()
@@ -43,8 +49,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert resumed.global_step == 3
     resumed.run()
     assert resumed.global_step == full.global_step == 8
-    a, b = full.task.model.state_dict(), resumed.task.model.state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert same_weights(full, resumed)
 
 
 def test_multi_epoch_run_with_a_data_worker_resumes_into_the_same_weights(tmp_path):
@@ -60,8 +65,7 @@ def test_multi_epoch_run_with_a_data_worker_resumes_into_the_same_weights(tmp_pa
     assert resumed.global_step == 11
     resumed.run()
     assert resumed.global_step == in_process.global_step == 24
-    a, b = in_process.task.model.state_dict(), resumed.task.model.state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert same_weights(in_process, resumed)
 
 
 def test_a_data_worker_reads_real_sequences_as_the_training_process_does(tmp_path):
@@ -72,8 +76,7 @@ def test_a_data_worker_reads_real_sequences_as_the_training_process_does(tmp_pat
                           max_steps=3)
     with_worker.run()
     assert with_worker.global_step == 3
-    a, b = in_process.task.model.state_dict(), with_worker.task.model.state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert same_weights(in_process, with_worker)
 
 
 def test_bad_config_values_are_named(tmp_path):
