@@ -11,10 +11,12 @@ from __future__ import annotations
 import array
 import contextlib
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -305,4 +307,12 @@ def compressed_msg(data: bytes, stamp_: Time, fmt: str = "jpeg", frame_id: str =
     msg.format = fmt
     msg.data = array.array("B", data)
     return msg
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (past OpenCV's decode limit when large)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 

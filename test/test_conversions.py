@@ -23,6 +23,7 @@ from mixformer_ros.ros.conversions import (
     stamp_to_ns,
 )
 from mixformer_ros.ros.frame_buffer import FrameBuffer
+from node_harness import png_declaring
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
@@ -116,6 +117,8 @@ def test_jpeg_and_png_decode_to_rgb():
 def test_corrupt_or_unsupported_compressed_images_are_refused():
     with pytest.raises(ImageConversionError, match="could not decode"):
         compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", b"\xff\xd8\xff garbage" * 10)))
+    with pytest.raises(ImageConversionError, match="could not decode"):  # OpenCV refuses to allocate it
+        compressed_to_rgb(CompressedImage(format="png", data=array.array("B", png_declaring(50_000, 50_000))))
     with pytest.raises(ImageConversionError, match="empty"):
         compressed_to_rgb(CompressedImage(format="jpeg"))
     with pytest.raises(ImageConversionError, match="depth"):

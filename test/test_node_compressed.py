@@ -8,7 +8,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage
 
 from mixformer_ros.msg import TrackerStatus
-from node_harness import running_node, compressed_msg, stamp, wait_until
+from node_harness import running_node, compressed_msg, png_declaring, stamp, wait_until
 
 DOMAIN = 47
 pytestmark = pytest.mark.timeout(240)
@@ -46,14 +46,17 @@ def test_jpeg_and_png_are_tracked_and_corrupt_data_is_rejected(ros):
     client.clear()
     pub.publish(compressed_msg(jpeg[: len(jpeg) // 3] + b"\x00" * 64, stamp(2), "jpeg"))
     pub.publish(compressed_msg(b"not an image at all", stamp(3), "jpeg"))
-    rejected = wait_until(
-        lambda: [s for s in client.snapshot()[1] if "rejected" in s.message], 30, "rejection of corrupt data"
-    )
-    assert "could not decode" in rejected[-1].message
+    pub.publish(compressed_msg(png_declaring(50_000, 50_000), stamp(4), "png"))
+    def rejections():
+        return [s for s in client.snapshot()[1] if "rejected" in s.message]
+
+    wait_until(lambda: len(rejections()) >= 3, 30, "rejection of the three corrupt frames")
+    rejected = rejections()
+    assert all("could not decode" in s.message for s in rejected)
     assert rejected[-1].track_id == reply.track_id and rejected[-1].state != TrackerStatus.IDLE
 
     client.clear()
-    pub.publish(compressed_msg(jpeg, stamp(4), ""))  # empty format: decoded from the data
+    pub.publish(compressed_msg(jpeg, stamp(5), ""))  # empty format: decoded from the data
     det = wait_until(lambda: client.snapshot()[0], 30, "detection after corrupt frames")[-1][1]
     assert det.id == reply.track_id
     assert node.alive()

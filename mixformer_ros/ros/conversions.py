@@ -110,7 +110,13 @@ def compressed_to_rgb(msg: CompressedImage | CompressedImageFields) -> np.ndarra
     if len(msg.data) == 0:
         raise ImageConversionError("empty compressed image")
     buf = np.frombuffer(msg.data, dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a header declaring more pixels than OpenCV's decode limit
+        raise ImageConversionError(
+            f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}'): "
+            f"{str(exc).strip().splitlines()[-1]}"
+        ) from None
     if bgr is None or bgr.size == 0:
         raise ImageConversionError(
             f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}')"
