@@ -74,15 +74,34 @@ def _replay(env, bag, *args):
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
+def as_recorded(bag, out, image_delay_ns: int, info_delay_ns: int):
+    """Copy ``bag`` with the bag times a recorder gives: each message's arrival, a little after its
+    header stamp and different for a frame and its camera_info."""
+    from rosbags.rosbag2 import Reader, Writer
+
+    from mixformer_ros.evaluation.bags import INFO_MSG, make_typestore
+
+    store = make_typestore()
+    with Reader(bag) as reader, Writer(out, version=8) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store) for c in reader.connections}
+        for conn, bag_time, raw in reader.messages():
+            delay = info_delay_ns if conn.msgtype == INFO_MSG else image_delay_ns
+            writer.write(conns[conn.id], bag_time + delay, raw)
+    return out
+
+
 def _tracker(checkpoint):
     return MixFormerAdapter(build_tracker(variant="S", checkpoint=checkpoint))
 
 
+# The JPEG bag carries a recorder's bag times (frames are still joined by header stamp).
 @pytest.mark.parametrize(("image_format", "domain"), [("raw", 21), ("jpeg", 22)])
 def test_lockstep_reproduces_offline_boxes_and_realtime_reports_latency(
     checkpoint, woman, tmp_path, ros_env, image_format, domain
 ):
     bag = sequence_to_bag(woman, tmp_path / "bag", BagConfig(image_format=image_format, fps=10.0), progress=False)
+    if image_format == "jpeg":
+        bag = as_recorded(bag, tmp_path / "recorded", image_delay_ns=7_000_000, info_delay_ns=9_000_000)
     env = ros_env(domain)
     params = [f"checkpoint:={checkpoint}", "variant:=S"]
     if image_format == "jpeg":

@@ -106,6 +106,16 @@ class ReplayRecord:
     finished_at: float = 0.0
 
 
+@dataclass
+class _Frame:
+    """One camera message of the bag and the camera_info messages recorded with it."""
+
+    stamp_ns: int  # header stamp of the image: the node's detection carries it back
+    bag_time_ns: int  # when it was recorded: pacing and /clock
+    image: bytes  # CDR as recorded
+    infos: list[bytes] = field(default_factory=list)
+
+
 def camera_topic_for(config: ReplayConfig, compressed: bool) -> str:
     if config.camera_topic:
         return config.camera_topic
@@ -167,16 +177,16 @@ class ReplayNode(Node):
         with self._lock:
             return self._lock.wait_for(lambda: stamp_ns in self.record.detections, timeout=timeout_s)
 
-    def publish(self, topic: str, raw: bytes, stamp_ns: int) -> None:
-        """Publish recorded CDR bytes as they are; ``/clock`` first when asked for."""
-        if self.clock_pub is not None and topic == self.camera_topic:
-            self.clock_pub.publish(Clock(clock=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)))
-        if topic == self.camera_topic:
-            with self._lock:
-                self.record.published_at[stamp_ns] = time.monotonic()
-            self.image_pub.publish(raw)
-        else:
-            self.info_pub.publish(raw)
+    def publish(self, frame: _Frame) -> None:
+        """Publish a frame's recorded CDR bytes as they are, image first; ``/clock`` before it when asked for."""
+        if self.clock_pub is not None:
+            t = frame.bag_time_ns
+            self.clock_pub.publish(Clock(clock=Time(sec=t // 10**9, nanosec=t % 10**9)))
+        with self._lock:
+            self.record.published_at[frame.stamp_ns] = time.monotonic()
+        self.image_pub.publish(frame.image)
+        for info in frame.infos:
+            self.info_pub.publish(info)
 
 
 def _wait(predicate, timeout_s: float, what: str) -> None:
@@ -187,7 +197,7 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def _initialise(node: ReplayNode, info: BagInfo, frame0: list, width: int, height: int) -> None:
+def _initialise(node: ReplayNode, info: BagInfo, frame0: _Frame, width: int, height: int) -> None:
     """Publish frame 0, then ask ~/init to track the first ground truth on it.
 
     The request names frame 0 by its stamp, so it is retried until the node has that frame.
@@ -200,15 +210,14 @@ def _initialise(node: ReplayNode, info: BagInfo, frame0: list, width: int, heigh
     if not node.init_client.wait_for_service(timeout_sec=config.timeout_s):
         raise TimeoutError(f"service {config.node}/init is not available")
     request = InitTracker.Request()
-    request.roi = _roi(info.gt[0], width, height)
+    request.roi = _roi(info.init_box, width, height)
     request.stamp = Time(sec=int(info.stamps_ns[0]) // 10**9, nanosec=int(info.stamps_ns[0]) % 10**9)
     request.label = info.name
     deadline = time.monotonic() + config.timeout_s
     sent_at = -float("inf")
     while True:
         if time.monotonic() - sent_at > _RESEND_FRAME0_S:
-            for topic, raw, stamp in frame0:
-                node.publish(topic, raw, stamp)
+            node.publish(frame0)
             sent_at = time.monotonic()
             time.sleep(0.05)
         future = node.init_client.call_async(request)
@@ -249,11 +258,10 @@ def replay_bag(bag, config: ReplayConfig, progress: bool = True) -> tuple[BagInf
     try:
         topics = [info.image_topic] + _info_topics(bag)
         messages = iter_bag_messages(bag, topics)
-        # Group each frame with the camera_info of the same stamp that follows or precedes it.
-        frames = _frames(messages, info.image_topic, node.camera_topic)
+        frames = _frames(messages, info)
         first = next(frames)
-        width, height = _frame_size(next(raw for t, raw, _ in first if t == node.camera_topic), info.image_msgtype)
-        node.record = ReplayRecord(init_box=init_box_for(info.gt[0], width, height))
+        width, height = _frame_size(first.image, info.image_msgtype)
+        node.record = ReplayRecord(init_box=init_box_for(info.init_box, width, height))
         _initialise(node, info, first, width, height)
         node.record.started_at = time.monotonic()
         _play(node, info, frames, progress)
@@ -275,17 +283,25 @@ def _info_topics(bag) -> list[str]:
         return sorted({c.topic for c in reader.connections if c.msgtype == "sensor_msgs/msg/CameraInfo"})[:1]
 
 
-def _frames(messages, bag_image_topic: str, out_topic: str):
-    """Yield one list per frame of (output topic, raw, stamp) in bag order: the image first."""
-    group, group_stamp = [], None
-    for topic, _, stamp, raw in messages:
-        if group and stamp != group_stamp:
-            yield sorted(group, key=lambda m: m[0] != out_topic)
-            group = []
-        group_stamp = stamp
-        group.append((out_topic if topic == bag_image_topic else topic, raw, stamp))
-    if group:
-        yield sorted(group, key=lambda m: m[0] != out_topic)
+def _frames(messages, info: BagInfo):
+    """One _Frame per camera message, in bag order.
+
+    Frames are keyed by header stamp, not by bag time: a recorder stamps each message with its
+    arrival, which differs from the camera's stamp and between a frame and its camera_info. A
+    camera_info goes with the image before it (with the first image when it came first).
+    """
+    stamps = iter(info.stamps_ns)  # the camera messages' header stamps, in the same bag order
+    frame, early_infos = None, []
+    for topic, _, bag_time, raw in messages:
+        if topic != info.image_topic:
+            (frame.infos if frame is not None else early_infos).append(raw)
+            continue
+        if frame is not None:
+            yield frame
+        frame = _Frame(int(next(stamps)), bag_time, raw, early_infos)
+        early_infos = []
+    if frame is not None:
+        yield frame
 
 
 def _play(node: ReplayNode, info: BagInfo, frames, progress: bool) -> None:
@@ -296,20 +312,18 @@ def _play(node: ReplayNode, info: BagInfo, frames, progress: bool) -> None:
 
         iterator = tqdm(frames, total=len(info) - 1, desc=f"replay {config.mode}", unit="frame")
     t0 = time.monotonic()
-    first_stamp = None
+    first_bag_time = None
     last_stamp = None
-    for group in iterator:
-        stamp = group[0][2]
+    for frame in iterator:
         if config.mode == "realtime":
-            first_stamp = stamp if first_stamp is None else first_stamp
-            delay = t0 + (stamp - first_stamp) / 1e9 / config.rate - time.monotonic()
+            first_bag_time = frame.bag_time_ns if first_bag_time is None else first_bag_time
+            delay = t0 + (frame.bag_time_ns - first_bag_time) / 1e9 / config.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        for topic, raw, s in group:
-            node.publish(topic, raw, s)
-        last_stamp = stamp
-        if config.mode == "lockstep" and not node.wait_for_detection(stamp, config.timeout_s):
-            log.warning("no detection for frame %d ns within %.1f s; going on", stamp, config.timeout_s)
+        node.publish(frame)
+        last_stamp = frame.stamp_ns
+        if config.mode == "lockstep" and not node.wait_for_detection(last_stamp, config.timeout_s):
+            log.warning("no detection for frame %d ns within %.1f s; going on", last_stamp, config.timeout_s)
     if last_stamp is not None and config.mode == "realtime":
         # The node may still be working on the newest frame; give it the per-frame timeout.
         node.wait_for_detection(last_stamp, config.timeout_s)
