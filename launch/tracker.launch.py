@@ -2,21 +2,21 @@
 
     ros2 launch mixformer_ros tracker.launch.py image_topic:=/camera/image_raw \
         checkpoint:=/path/to/mixformerv2_small.pth.tar
-    ros2 launch mixformer_ros tracker.launch.py \
-        params_file:=$(ros2 pkg prefix mixformer_ros)/share/mixformer_ros/config/mixformerv2_b_gpu.yaml
+    ros2 launch mixformer_ros tracker.launch.py variant:=B checkpoint:=/path/to/mixformerv2_base.pth.tar
 
-Values come from ``params_file`` first; the variant, backend, device, precision, checkpoint and compressed
+Values come from ``params_file`` first (by default the shipped file for the variant: B on the GPU,
+otherwise S on the CPU); the variant, backend, device, precision, checkpoint and compressed
 arguments override it only when given (their empty default means "as in the params file").
 Uses the launch / launch_ros Python API of Jazzy and Kilted.
 """
-
-import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from mixformer_ros.ros.launch_config import params_file_for, rviz_config_for
 
 PACKAGE = "mixformer_ros"
 
@@ -28,8 +28,9 @@ def _declare_arguments(share_dir):
     return [
         DeclareLaunchArgument(
             "params_file",
-            default_value=os.path.join(share_dir, "config", "mixformerv2_s_cpu.yaml"),
-            description="YAML file with the node's parameters (config/mixformerv2_s_cpu.yaml or mixformerv2_b_gpu.yaml)",
+            default_value="",
+            description="YAML file with the node's parameters; empty = config/mixformerv2_b_gpu.yaml "
+                        "for variant:=B, else config/mixformerv2_s_cpu.yaml",
         ),
         DeclareLaunchArgument(
             "variant",
@@ -107,7 +108,7 @@ def _launch_setup(context, share_dir):
             executable="tracker_node",
             name="mixformer_tracker",
             namespace=arg("namespace"),
-            parameters=[arg("params_file"), overrides],
+            parameters=[arg("params_file") or params_file_for(share_dir, arg("variant")), overrides],
             remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed")],
             output="screen",
             emulate_tty=True,
@@ -119,7 +120,7 @@ def _launch_setup(context, share_dir):
                 package="rviz2",
                 executable="rviz2",
                 name="mixformer_rviz",
-                arguments=["-d", os.path.join(share_dir, "config", "tracker.rviz")],
+                arguments=["-d", rviz_config_for(share_dir, arg("namespace"), image_topic)],
                 parameters=[{"use_sim_time": overrides["use_sim_time"]}],
                 output="screen",
             )

@@ -9,10 +9,12 @@ launcher with the same remapping the launch file applies.
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 import yaml
 
+from mixformer_ros.ros.launch_config import params_file_for, rviz_config_for
 from mixformer_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS
 from node_harness import Client, NodeProcess
 from paths import REPO_ROOT, VENV_PYTHON
@@ -93,10 +95,33 @@ def test_config_keys_are_node_parameters(config):
     assert (params["variant"], params["device"]) == (("S", "cpu") if "s_cpu" in config.name else ("B", "cuda"))
 
 
+def _rviz_image_topics(path) -> list[str]:
+    rviz = yaml.safe_load(Path(path).read_text())
+    return [d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"] if d["Class"].endswith("/Image")]
+
+
 def test_rviz_config_shows_the_debug_image():
-    rviz = yaml.safe_load((REPO_ROOT / "config" / "tracker.rviz").read_text())
-    topics = [d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"] if d["Class"].endswith("/Image")]
-    assert "/mixformer_tracker/debug_image" in topics
+    assert "/mixformer_tracker/debug_image" in _rviz_image_topics(REPO_ROOT / "config" / "tracker.rviz")
+
+
+def test_launch_picks_the_params_file_of_the_variant():
+    share = REPO_ROOT  # the installed share dir has the same config/ folder
+    assert params_file_for(share, "B") == str(REPO_ROOT / "config" / "mixformerv2_b_gpu.yaml")
+    for variant in ("", "S", "auto"):
+        assert params_file_for(share, variant) == str(REPO_ROOT / "config" / "mixformerv2_s_cpu.yaml")
+
+
+def test_rviz_follows_the_namespace_and_the_camera_topic():
+    shipped = REPO_ROOT / "config" / "tracker.rviz"
+    assert rviz_config_for(REPO_ROOT, "", "/camera/image_raw") == str(shipped)
+    moved = rviz_config_for(REPO_ROOT, "drone1/", "/drone1/cam/image")
+    assert _rviz_image_topics(moved) == ["/drone1/mixformer_tracker/debug_image", "/drone1/cam/image"]
+    shipped_config = yaml.safe_load(shipped.read_text())
+    moved_config = yaml.safe_load(Path(moved).read_text())
+    for config in (shipped_config, moved_config):  # nothing else changed
+        for display in config["Visualization Manager"]["Displays"]:
+            display.get("Topic", {}).pop("Value", None)
+    assert moved_config == shipped_config
 
 
 def test_installed_launcher_runs_with_the_cpu_config(tmp_path):
