@@ -149,6 +149,21 @@ def test_cli_to_bag_and_eval_bag_match_run(tmp_path):
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
+def test_a_bag_without_frames_is_refused_with_a_reason(tmp_path):
+    from rosbags.rosbag2 import Writer
+
+    from mixformer_ros.evaluation.bags import DETECTION_MSG, IMAGE_MSG, make_typestore
+
+    store = make_typestore()
+    with Writer(tmp_path / "empty", version=8) as writer:  # topics announced, nothing recorded
+        writer.add_connection("/camera/image_raw", IMAGE_MSG, typestore=store)
+        writer.add_connection("/ground_truth", DETECTION_MSG, typestore=store)
+    with pytest.raises(ValueError, match="no frames on /camera/image_raw"):
+        read_bag_info(tmp_path / "empty")
+    proc = _cli("eval-bag", tmp_path / "empty", "--tracker", "kcf", check=False)
+    assert proc.returncode == 1 and "no frames on /camera/image_raw" in proc.stderr
+
+
 def test_video_to_bag(tmp_path):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (64, 48))
@@ -163,6 +178,11 @@ def test_video_to_bag(tmp_path):
     info = read_bag_info(tmp_path / "clip_bag")
     assert len(info) == 9 and info.fps == pytest.approx(15.0)  # the video's own rate
     np.testing.assert_array_equal(info.gt[3], [8, 10, 21, 21])
+    # a VOT-style polygon file gives the polygons' axis-aligned boxes
+    gt.write_text("".join(f"{5 + i},10,{26 + i},10,{26 + i},31,{5 + i},31\n" for i in range(9)))
+    info = read_bag_info(video_to_bag(video, tmp_path / "poly_bag", gt_file=gt, progress=False))
+    np.testing.assert_array_equal(info.gt[3], [8, 10, 21, 21])
+    assert _cli("to-bag", video, tmp_path / "fps0", "--fps", "0", check=False).returncode == 2
     # the API converts a video without ground truth as well
     info = read_bag_info(video_to_bag(video, tmp_path / "no_gt", BagConfig(image_format="jpeg"), progress=False))
     assert len(info) == 9 and info.gt_topic is None and info.absent.all()

@@ -1,6 +1,7 @@
 """Sequence readers, result files, the OpenCV runners and the evaluation command line."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -87,7 +88,7 @@ def test_lasot_reader_uses_occlusion_and_out_of_view(tmp_path):
     assert seq.absent.tolist() == [False, True, False, True]
 
 
-def test_readers_explain_bad_input(tmp_path):
+def test_readers_explain_bad_input(tmp_path, caplog):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_sequence(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
@@ -101,6 +102,17 @@ def test_readers_explain_bad_input(tmp_path):
     (folder / "groundtruth_rect.txt").write_text("1,2,3,4\n")
     with pytest.raises(ValueError, match="2 frames, 1 ground-truth rows"):
         load_sequence(folder)
+    # Loaded as a dataset root, the one broken sequence says what is wrong with it...
+    with pytest.raises(ValueError, match="2 frames, 1 ground-truth rows"):
+        load_dataset(folder)
+    # ...and among good ones it is left out with a warning.
+    good = tmp_path / "good"
+    _frames(good / "img", 2)
+    (good / "groundtruth_rect.txt").write_text("1,2,3,4\nnan\n")  # a lone 'nan': no box on frame 2
+    with caplog.at_level(logging.WARNING):
+        assert [seq.name for seq in load_dataset(tmp_path)] == ["good"]
+    assert "skipping" in caplog.text and "bad" in caplog.text
+    assert np.isnan(load_sequence(good).gt[1]).all()
 
 
 def test_results_round_trip_is_bit_exact(tmp_path):
@@ -207,6 +219,9 @@ def test_cli_reports_bad_input_with_exit_code_1(tmp_path):
     assert proc.returncode == 1 and "no result for sequence 'Crossing'" in proc.stderr
     proc = _cli("run", "--tracker", "mixformer", "--data", SOT_DIR, "--results", tmp_path, check=False)
     assert proc.returncode == 1 and "mixformer needs --checkpoint" in proc.stderr
+    proc = _cli("run", "--tracker", "mixformer", "--checkpoint", tmp_path / "missing.pth.tar",
+                "--data", SOT_DIR, "--sequences", "Crossing", "--results", tmp_path, check=False)
+    assert proc.returncode == 1 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
     proc = _cli("run", "--tracker", "foo", "--data", SOT_DIR, "--results", tmp_path, check=False)
     assert proc.returncode == 2
 

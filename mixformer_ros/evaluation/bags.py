@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .datasets import Sequence, read_box_file
+from .datasets import Sequence, read_boxes
 from .metrics import valid_gt_mask
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def video_to_bag(video, out, config: BagConfig | None = None, gt_file=None, prog
     if not cap.isOpened():
         raise OSError(f"cannot open video {video}")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    gt = read_box_file(gt_file) if gt_file is not None else None
+    gt = read_boxes(gt_file)[0] if gt_file is not None else None
 
     def frames():
         try:
@@ -403,6 +403,8 @@ def read_bag_info(path, image_topic: str | None = None, gt_topic: str | None = N
                 name = name or det.id
             else:
                 stamps.append(_header_stamp(store, raw, msgtype))
+    if not stamps:
+        raise ValueError(f"{path}: no frames on {image_conns[0].topic}")
     stamps = np.asarray(stamps, dtype=np.int64)
     gt = np.full((stamps.shape[0], 4), np.nan)
     for i, s in enumerate(stamps):

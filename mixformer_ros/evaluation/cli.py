@@ -149,6 +149,17 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` above zero (argparse reports anything else, exit code 2)."""
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
 def _bag_config(args, fps: float) -> BagConfig:
     return BagConfig(
         storage=args.storage, image_format=args.image_format, fps=fps, image_topic=args.image_topic,
@@ -214,9 +225,9 @@ def _add_replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-topic",
                    help="topic to publish frames on (default: <node namespace>/image, or "
                         "<node namespace>/image/compressed for a JPEG bag)")
-    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor in realtime mode")
+    p.add_argument("--rate", type=_positive(float), default=1.0, help="playback speed factor in realtime mode")
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag (for use_sim_time)")
-    p.add_argument("--timeout", type=float, default=10.0,
+    p.add_argument("--timeout", type=_positive(float), default=10.0,
                    help="seconds to wait for the node, the init service and (lockstep) each result")
     p.add_argument("--image-topic", help="camera topic in the bag (default: the only one)")
     p.add_argument("--gt-topic", help="ground-truth topic in the bag (default: the only one)")
@@ -243,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracker_args(p)
     p.add_argument("--results", type=Path, required=True, help="results root folder")
     p.add_argument("--overwrite", action="store_true", help="rerun sequences that already have results")
-    p.add_argument("--frame-step", type=int, default=1, metavar="K",
+    p.add_argument("--frame-step", type=_positive(int), default=1, metavar="K",
                    help="show the tracker only every K-th frame, as a node that falls behind its camera sees them; "
                         "the frames between keep the last box (default 1: every frame)")
     _add_invalid_arg(p)
@@ -273,9 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="sequence folder or video file")
     p.add_argument("out", type=Path, help="bag folder to create (must not exist)")
     p.add_argument("--format", default="auto", choices=FORMATS, help="sequence layout (default: detect)")
-    p.add_argument("--fps", type=float, default=None,
+    p.add_argument("--fps", type=_positive(float), default=None,
                    help="frame rate of the header stamps (default: the video's own, or 30)")
-    p.add_argument("--gt", type=Path, help="video only: ground-truth file, one x,y,w,h line per frame")
+    p.add_argument("--gt", type=Path,
+                   help="video only: ground-truth file, one x,y,w,h (or 8-value polygon) line per frame")
     _add_bag_layout_args(p)
     p.set_defaults(func=cmd_to_bag)
 
@@ -299,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_bad_input(exc: Exception) -> bool:
+    """A wrong argument, file or checkpoint: reported in one line, without a traceback."""
+    if isinstance(exc, (ValueError, KeyError, OSError)):
+        return True
+    checkpoint = sys.modules.get("mixformer_ros.model.checkpoint")  # imported only once a model was built
+    return checkpoint is not None and isinstance(exc, checkpoint.CheckpointError)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -306,7 +326,9 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, KeyError, OSError) as exc:
+    except Exception as exc:
+        if not _is_bad_input(exc):
+            raise
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ Layouts recognised by :func:`load_sequence` (first match wins):
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,34 +77,44 @@ class Sequence:
 
 
 def read_box_file(path: Path) -> np.ndarray:
-    """Rows of numbers separated by commas, tabs or spaces; empty or 'nan' rows read as NaN.
+    """Rows of numbers separated by commas, tabs or spaces; empty rows (except trailing ones) and
+    rows of only 'nan' (of any count) read as NaN.
 
     Returns a float64 array ``(N, K)``; K is the widest row (4 for boxes, 8 for polygons).
     """
-    rows = []
+    rows: list[list[float] | None] = []  # None: a row of NaN
     for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
         text = line.strip()
         if not text:
             rows.append([])
             continue
         try:
-            rows.append([float(v) for v in _SEPARATORS.split(text) if v])
+            values = [float(v) for v in _SEPARATORS.split(text) if v]
         except ValueError as exc:
             raise ValueError(f"{path}:{line_no}: cannot parse {text!r} as numbers") from exc
-    while rows and not rows[-1]:
+        rows.append(None if all(math.isnan(v) for v in values) else values)
+    while rows and rows[-1] == []:
         rows.pop()
-    if not rows:
+    if not any(rows):
         raise ValueError(f"{path} holds no boxes")
-    width = max(len(r) for r in rows)
+    width = max(len(r) for r in rows if r)
     if width not in (4, 8):
         raise ValueError(f"{path}: rows have {width} values; expected 4 (x,y,w,h) or 8 (polygon)")
     out = np.full((len(rows), width), np.nan)
     for i, r in enumerate(rows):
-        if len(r) == width:
+        if r and len(r) == width:
             out[i] = r
         elif r:
             raise ValueError(f"{path}:{i + 1}: {len(r)} values where the file has {width}")
     return out
+
+
+def read_boxes(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A ground-truth file as ``(N, 4)`` x, y, w, h, plus its ``(N, 8)`` polygons when it holds them."""
+    rows = read_box_file(path)
+    if rows.shape[1] == 8:
+        return polygon_to_xywh(rows), rows
+    return rows, None
 
 
 def polygon_to_xywh(poly: np.ndarray) -> np.ndarray:
@@ -141,9 +152,7 @@ def read_otb(folder: Path, name: str | None = None) -> Sequence:
     """OTB / UAV123 style: ``img/`` + ``groundtruth_rect.txt``."""
     folder = Path(folder)
     frames = list_images(folder / "img")
-    rows = read_box_file(folder / "groundtruth_rect.txt")
-    polygons = rows if rows.shape[1] == 8 else None
-    gt = polygon_to_xywh(rows) if polygons is not None else rows
+    gt, polygons = read_boxes(folder / "groundtruth_rect.txt")
     return Sequence(name or folder.name, frames, gt, polygons=polygons)
 
 
@@ -175,9 +184,7 @@ def read_vot(folder: Path, name: str | None = None) -> Sequence:
     folder = Path(folder)
     image_dir = folder / "color" if (folder / "color").is_dir() else folder
     frames = list_images(image_dir)
-    rows = read_box_file(folder / "groundtruth.txt")
-    polygons = rows if rows.shape[1] == 8 else None
-    gt = polygon_to_xywh(rows) if polygons is not None else rows
+    gt, polygons = read_boxes(folder / "groundtruth.txt")
     return Sequence(name or folder.name, frames, gt, polygons=polygons)
 
 
@@ -204,6 +211,11 @@ def detect_format(folder: Path) -> str:
     )
 
 
+def _holds_a_sequence(folder: Path) -> bool:
+    """Whether the folder has the annotation file of one of the layouts."""
+    return (folder / "groundtruth_rect.txt").exists() or (folder / "groundtruth.txt").exists()
+
+
 def load_sequence(folder, fmt: str = "auto", name: str | None = None) -> Sequence:
     """Read one sequence folder in the given (or detected) layout."""
     if fmt not in FORMATS:
@@ -225,17 +237,17 @@ def load_dataset(root, fmt: str = "auto", names: list[str] | None = None) -> lis
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     if names is None:
-        try:
-            return [load_sequence(root, fmt)]
-        except ValueError:
-            pass
+        if _holds_a_sequence(root):
+            return [load_sequence(root, fmt)]  # a broken one says what is wrong with it
         candidates = sorted(p for p in root.iterdir() if p.is_dir())
         sequences = []
         for folder in candidates:
+            if not _holds_a_sequence(folder):
+                continue
             try:
                 sequences.append(load_sequence(folder, fmt))
             except ValueError as exc:
-                log.info("skipping %s: %s", folder, exc)
+                log.warning("skipping %s: %s", folder, exc)
         if not sequences:
             raise ValueError(f"no sequence folder found under {root}")
         return sequences

@@ -16,8 +16,8 @@ computed here can be put next to published ones:
 Frames without a valid ground truth (flagged absent, any NaN, or ``w <= 0`` or ``h <= 0``) follow
 the ``invalid`` rule of :func:`ope_metrics`: ``"exclude"`` (default) drops them from every
 average, ``"fail"`` keeps them in the denominator as failures at every threshold (what pysot and
-pytracking do on LaSOT). A prediction that is NaN or has no area never overlaps anything and
-has an infinite centre error.
+pytracking do on LaSOT). A NaN prediction never overlaps anything and has an infinite centre
+error; one with no area never overlaps anything, but its centre is scored as the toolkits do.
 """
 
 from __future__ import annotations
