@@ -241,10 +241,22 @@ def _write_video(path: Path, frames, fps: float, draw) -> Path:
     return path
 
 
+def _pixel_box(text: str) -> list[float]:
+    """--init-box: four numbers x,y,w,h with the corner in the image (a RegionOfInterest is unsigned)."""
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or box[0] < 0 or box[1] < 0 or not (box[2] > 0 and box[3] > 0):
+        raise argparse.ArgumentTypeError(f"expected x,y,w,h with x, y >= 0 and w, h > 0, got {text!r}")
+    return box
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="synthetic", help="'synthetic' (procedural clip), a video file, or a camera index")
-    p.add_argument("--init-box", help="x,y,w,h of the target in the first frame (required unless --source synthetic)")
+    p.add_argument("--init-box", type=_pixel_box,
+                   help="x,y,w,h of the target in the first frame (required unless --source synthetic)")
     p.add_argument("--max-frames", type=int, default=150, help="frames to play")
     p.add_argument("--fps", type=float, default=0.0, help="publishing rate; 0 = the video's rate, 15 for the clip")
     p.add_argument("--seed", type=int, default=7, help="seed of the procedural clip")
@@ -319,7 +331,7 @@ def main(argv=None) -> int:
             stamp_ns = 1_000_000_000 + index * period_ns
             frames.append(frame)
             if index == 0:
-                box = source.truth[0] if source.truth is not None else [float(v) for v in args.init_box.split(",")]
+                box = source.truth[0] if source.truth is not None else args.init_box
                 track_id = _init_on_first_frame(camera, frame, box, stamp_ns)
                 log.info("tracking started: track id %s", track_id)
                 t_start = time.monotonic()
@@ -386,7 +398,7 @@ def _report(args, checkpoint, fps, frames, publish_times, detections, status, tr
         if truth is not None:
             draw_box(image, truth[index], "", STATE_COLOURS["TRUTH"], bgr=True, thickness=1)
         if index == 0 and len(frames):
-            box = truth[0] if truth is not None else [float(v) for v in args.init_box.split(",")]
+            box = truth[0] if truth is not None else args.init_box
             draw_box(image, box, "init", STATE_COLOURS["TRACKING"], bgr=True)
             held = list(box)
             text = "frame 0: initialised"

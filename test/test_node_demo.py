@@ -79,9 +79,15 @@ def test_demo_plays_a_user_video_file(tmp_path):
     assert summary["frames_tracked"] > 0
 
 
-def test_demo_needs_an_init_box_for_a_video(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "mixformer_ros.demo", "--source", str(tmp_path / "missing.mp4")],
-        cwd=REPO_ROOT, env=ros_subprocess_env(DOMAIN), capture_output=True, text=True, timeout=60,
-    )
+def test_demo_needs_a_valid_init_box_for_a_video(tmp_path):
+    def demo(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "mixformer_ros.demo", "--source", str(tmp_path / "missing.mp4"), *args],
+            cwd=REPO_ROOT, env=ros_subprocess_env(DOMAIN), capture_output=True, text=True, timeout=60,
+        )
+
+    result = demo()
     assert result.returncode != 0 and "--init-box" in result.stderr
+    for bad in ("--init-box=-5,10,20,20", "--init-box=5,10,0,20", "--init-box=5,10,20"):
+        result = demo(bad)
+        assert result.returncode == 2 and "expected x,y,w,h with x, y >= 0 and w, h > 0" in result.stderr, bad
