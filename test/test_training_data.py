@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mixformer_ros.tracking.geometry import map_box_back, sample_target
-from mixformer_ros.training.data import (COCOReader, CropConfig, DataPathError, GOT10kReader, LaSOTReader, OTBReader,
-                                         PairDataset, PairSampler, SamplerConfig, SyntheticConfig, SyntheticDataset,
-                                         TrackingNetReader)
+from mixformer_ros.training.data import (COCOReader, CropConfig, DataPathError, FrameReadError, GOT10kReader,
+                                         LaSOTReader, OTBReader, PairDataset, PairSampler, SamplerConfig,
+                                         SyntheticConfig, SyntheticDataset, TrackingNetReader)
 from mixformer_ros.training.data.processing import box_in_crop, jitter_box
 from paths import SOT_DIR
 
@@ -138,8 +138,17 @@ def test_unreadable_frames_are_skipped_and_counted(tmp_path):
     _write_frames(seq_dir / "img", 6, name=lambda i: f"{i + 1:04d}")
     (seq_dir / "img" / "0003.jpg").write_bytes(b"not a jpeg")
     (seq_dir / "img" / "0005.jpg").unlink()
-    _write_frames(seq_dir / "img", 1, name=lambda i: "0007")  # keep 6 files for 6 boxes
     (seq_dir / "groundtruth_rect.txt").write_text(_boxes(6))
+    seq = OTBReader(tmp_path / "otb")[0]
+    # The missing frame keeps its place, so the labels after it stay on their own frames.
+    assert len(seq) == 6
+    for missing_or_corrupt in (2, 4):
+        with pytest.raises(FrameReadError):
+            seq.frame(missing_or_corrupt)
+    sixth = cv2.cvtColor(cv2.imread(str(seq_dir / "img" / "0006.jpg")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(seq.frame(5), sixth)
+    np.testing.assert_array_equal(seq.boxes[5], [15, 13, 20, 16])
+
     sampler = PairSampler([OTBReader(tmp_path / "otb")], cfg=SamplerConfig(max_gap=6))
     data = PairDataset(sampler, CropConfig(template_size=32, search_size=64), samples_per_epoch=40)
     samples = [data[i] for i in range(40)]

@@ -112,10 +112,21 @@ class OTBReader(SequenceReader):
 
     def _load_sequence(self, index: int) -> Sequence:
         d = self._dirs[index]
-        frames = _images_in(d / "img")
+        images = _images_in(d / "img")
         boxes = parse_box_file(d / "groundtruth_rect.txt")
-        n = min(len(frames), len(boxes))
-        return FileSequence(d.name, frames[:n], boxes[:n])
+        if not images:
+            raise DataPathError(f"{d / 'img'}: no images")
+        by_number = {int(p.stem): p for p in images if p.stem.isdigit()}
+        if len(by_number) == len(images):
+            # Row i labels frame number first + i; a missing file stays in place (read as a skipped
+            # frame) instead of shifting every later label onto the wrong frame.
+            first, digits, suffix = min(by_number), len(images[0].stem), images[0].suffix
+            frames = [by_number.get(first + i, d / "img" / f"{first + i:0{digits}d}{suffix}") for i in range(len(boxes))]
+        elif len(images) == len(boxes):
+            frames = images
+        else:
+            raise DataPathError(f"{d}: {len(images)} images with non-numeric names for {len(boxes)} boxes")
+        return FileSequence(d.name, frames, boxes)
 
 
 class GOT10kReader(SequenceReader):
