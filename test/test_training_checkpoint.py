@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import numpy as np
 import pytest
@@ -52,6 +53,23 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert same_weights(full, resumed)
 
 
+def test_ctrl_c_inside_a_step_saves_after_it_and_resumes_exactly(tmp_path):
+    """The dense kind has BatchNorm, whose statistics move in the forward pass: Ctrl-C arriving
+    there must not leave a checkpoint that is half a step ahead."""
+    dense = {"model.kind": "dense"}
+    full = Trainer(tiny_config(tmp_path / "a", **dense), device="cpu", resume=False)
+    full.run()
+    first = Trainer(tiny_config(tmp_path / "b", **dense), device="cpu", resume=False)
+    first.task.model.register_forward_hook(
+        lambda *_: signal.raise_signal(signal.SIGINT) if first.global_step == 3 else None)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    resumed = Trainer(tiny_config(tmp_path / "b", **dense), device="cpu", resume=True)
+    assert resumed.global_step == 4  # the interrupted step was finished, then saved
+    resumed.run()
+    assert same_weights(full, resumed)
+
+
 def test_multi_epoch_run_with_a_data_worker_resumes_into_the_same_weights(tmp_path):
     """One loader serves all epochs (its worker lives through them); epochs drop their last partial
     batch; a run stopped inside epoch 2 and resumed equals an uninterrupted in-process run."""
@@ -90,6 +108,34 @@ def test_bad_config_values_are_named(tmp_path):
         tiny_config(tmp_path, "distill")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    for overrides, message in [
+        ({"log_every": 0}, "log_every and checkpoint_every must be >= 1"),
+        ({"distill.decay_shape": "cosin"}, "decay_shape must be one of"),
+        ({"distill.decay_start": 0.6, "distill.decay_end": 0.4}, "decay_start < decay_end"),
+        ({"distill.eliminate": 1}, "distill.eliminate must be a list"),
+        ({"distill.mimic": [[1]]}, "distill.mimic must be a list of"),
+        ({"data.synthetic.texture_dirs": [str(tmp_path / "no_textures")]}, "texture_dirs: .* does not exist"),
+        ({"data.synthetic_weight": 0}, "synthetic_weight must be > 0"),
+        ({"data.sampler.negative_probability": 0.5}, "only makes sense for stage 'score'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            tiny_config(tmp_path, **overrides)
+
+
+def test_networks_that_do_not_fit_the_run_are_named_before_training(tmp_path):
+    from mixformer_ros.model import CheckpointError
+
+    small = Trainer(tiny_config(tmp_path / "small"), device="cpu", resume=False).run()
+    with pytest.raises(ConfigError, match="network takes 32/64 px .* data.crop gives 48/96"):
+        Trainer(tiny_config(tmp_path / "ft", **{"model.init_checkpoint": str(small),
+                                                "model.network.template_size": 48, "model.network.search_size": 96,
+                                                "data.crop": {"template_size": 48, "search_size": 96}}),
+                device="cpu", resume=False)
+    # The same output folder, now for a deeper network: resuming the old run is refused with a way out.
+    deeper = tiny_config(tmp_path / "small", **{"model.network.depth": 3})
+    with pytest.raises(CheckpointError, match="another network; use a new output_dir or --no-resume"):
+        Trainer(deeper, device="cpu", resume=True)
+    assert Trainer(deeper, device="cpu", resume=False).global_step == 0
 
 
 def test_amp_on_and_off_survive_yaml_reading_them_as_booleans(tmp_path):
@@ -123,7 +169,7 @@ def test_dense_teacher_files_say_what_they_are(tmp_path):
     for path in (final, tmp_path / "run" / "checkpoints" / "last.pth.tar"):
         assert read_checkpoint(path)[2]["format"] == DENSE_TEACHER_FORMAT
         assert load_network(str(path), "dense").corner_head is not None
-        with pytest.raises(CheckpointError, match="corner_head"):
+        with pytest.raises(CheckpointError, match="dense-teacher.* not a tracker network"):
             build_tracker(checkpoint=str(path))  # the tracker needs prediction tokens, not corner maps
     with pytest.raises(ConfigError, match="holds a dense network"):
         load_network(str(final), "mixformerv2")

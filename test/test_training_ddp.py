@@ -1,10 +1,13 @@
-"""DDP with two CPU processes (torchrun, gloo) gives the same weights as one process on the same global batch."""
+"""DDP with two CPU processes (torchrun, gloo) gives the same weights, and counts the same unreadable
+frames, as one process on the same global batch."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import torch
 import yaml
 
@@ -13,11 +16,25 @@ from paths import REPO_ROOT
 from training_helpers import TINY_NETWORK
 
 
+def _otb_with_unreadable_frames(root):
+    """One OTB-style sequence of 10 noise frames, 3 of them not images."""
+    img = root / "Noisy" / "img"
+    img.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, 11):
+        cv2.imwrite(str(img / f"{i:04d}.jpg"), rng.integers(0, 255, (80, 96, 3), dtype=np.uint8))
+    for i in (3, 6, 9):
+        (img / f"{i:04d}.jpg").write_bytes(b"not a jpeg")
+    (root / "Noisy" / "groundtruth_rect.txt").write_text("".join(f"{30 + i},{20 + i},24,20\n" for i in range(10)))
+    return root
+
+
 def _config(tmp_path, name: str, batch_size: int) -> str:
     cfg = {
         "stage": "train", "seed": 5, "output_dir": str(tmp_path / name),
         "model": {"network": TINY_NETWORK},
-        "data": {"synthetic": {"num_sequences": 8, "num_frames": 10, "frame_size": [96, 80],
+        "data": {"datasets": [{"type": "otb", "root": str(tmp_path / "otb")}],
+                 "synthetic": {"num_sequences": 8, "num_frames": 10, "frame_size": [96, 80],
                                "min_object_size": 12, "max_object_size": 24, "seed": 4},
                  "samples_per_epoch": 16, "num_workers": 0,
                  "crop": {"template_size": 32, "search_size": 64}},
@@ -36,6 +53,7 @@ def _run(args: list[str]) -> None:
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):
+    _otb_with_unreadable_frames(tmp_path / "otb")
     _run(["-m", "mixformer_ros.training.cli", "train", "--device", "cpu", "--threads", "1",
           "--config", _config(tmp_path, "single", batch_size=4)])
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -44,5 +62,6 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     single, _, extra_single = read_checkpoint(tmp_path / "single" / "model.pth.tar")
     ddp, _, extra_ddp = read_checkpoint(tmp_path / "ddp" / "model.pth.tar")
     assert extra_single["global_step"] == extra_ddp["global_step"] == 4
+    assert extra_single["skipped_frames"] == extra_ddp["skipped_frames"] > 0
     for k in single:
         assert torch.allclose(single[k], ddp[k], atol=1e-5), k

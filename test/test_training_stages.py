@@ -1,8 +1,10 @@
 """One optimisation step of every training stage runs and lowers its loss on a fixed batch."""
 from __future__ import annotations
 
+import pytest
 import torch
 
+from mixformer_ros.training.config import ConfigError
 from mixformer_ros.training.trainer import Trainer
 from training_helpers import TINY_NETWORK, tiny_config
 
@@ -69,7 +71,7 @@ def test_distill_dense_to_sparse_step(tmp_path):
 def test_distill_deep_to_shallow_step_with_mimic_and_mlp_reduction(tmp_path):
     teacher = _train_and_save(tmp_path, "teacher", **{"model.network.depth": 3})
     cfg = tiny_config(tmp_path, "distill", **{
-        "teacher.checkpoint": teacher, "model.network.depth": 3, "optim.lr": 5e-5,
+        "teacher.checkpoint": teacher, "model.network.depth": 3, "model.network.mlp_ratio": 1.0, "optim.lr": 5e-5,
         "distill": {"eliminate": [1], "mimic": [[2, 2]], "student_mlp_ratio": 1.0, "decay_end": 0.5},
     })
     trainer = _assert_step_lowers_loss(cfg)
@@ -98,9 +100,43 @@ def test_distill_into_a_smaller_input_size(tmp_path):
     teacher = _train_and_save(tmp_path, "teacher", **{"model.network.depth": 2})
     cfg = tiny_config(tmp_path, "distill", **{
         "teacher.checkpoint": teacher, "optim.lr": 5e-5,
-        "model.network": {**TINY_NETWORK, "template_size": 16, "search_size": 48},
+        "model.network": {**TINY_NETWORK, "mlp_ratio": 1.0, "template_size": 16, "search_size": 48},
         "data.crop": {"template_size": 16, "search_size": 48},
         "distill": {"student_mlp_ratio": 1.0},
     })
     trainer = _assert_step_lowers_loss(cfg)
     assert trainer.task.model.config.search_size == 48 and trainer.task.teacher.config.search_size == 64
+
+
+def test_distill_configs_that_do_not_fit_the_teacher_are_named(tmp_path):
+    teacher = _train_and_save(tmp_path, "teacher")  # 2 layers, MLP ratio 2
+    base = {"teacher.checkpoint": teacher}
+    cases = [
+        ({"distill.eliminate": [2]}, "distill.eliminate .*layers are 0..1"),
+        ({"distill.mimic": [[0, 5]]}, "distill.mimic .*teacher layers 0..1"),
+        ({"model.network.depth": 4}, "model.network must describe the student.*depth"),
+        ({"distill.student_mlp_ratio": 1.0}, "model.network must describe the student.*mlp_ratio"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            Trainer(tiny_config(tmp_path / "student", "distill", **base, **overrides), device="cpu", resume=False)
+
+
+def test_a_run_still_removing_layers_saves_files_only_training_resumes(tmp_path):
+    from mixformer_ros.model import CheckpointError
+    from mixformer_ros.tracking import build_tracker
+    from mixformer_ros.training.stages import load_network
+
+    teacher = _train_and_save(tmp_path, "teacher")
+    cfg = tiny_config(tmp_path / "student", "distill", **{"teacher.checkpoint": teacher, "distill.eliminate": [1],
+                                                          "distill.decay_end": 0.5})
+    trainer = Trainer(cfg, device="cpu", resume=False)
+    final = trainer.run()
+    last = tmp_path / "student" / "run" / "checkpoints" / "last.pth.tar"
+    with pytest.raises(CheckpointError, match="distill-eliminating.* not a tracker network"):
+        build_tracker(checkpoint=str(last))  # the unpruned student, its decayed layer at full strength
+    with pytest.raises(ConfigError, match="still removing layers; use its model.pth.tar"):
+        load_network(str(last))
+    assert build_tracker(checkpoint=str(final)).backend is not None
+    assert load_network(str(final)).config.depth == 1
+    assert Trainer(cfg, device="cpu", resume=True).global_step == trainer.global_step  # it resumes from last

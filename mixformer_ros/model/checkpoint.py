@@ -119,8 +119,13 @@ def load_model(
     source = "state_dict"
     recorded = None
     if checkpoint is not None:
-        state_dict, recorded, _ = read_checkpoint(checkpoint)
+        state_dict, recorded, extra = read_checkpoint(checkpoint)
         source = str(checkpoint)
+        if extra.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{source} is a '{extra['format']}' file from training, not a tracker network "
+                f"('{CHECKPOINT_FORMAT}' or an official file); track with the run's model.pth.tar"
+            )
     cfg = config if config is not None else (recorded or config_from_state_dict(state_dict))
     model = build_mixformerv2(cfg)
     load_weights(model, state_dict, source)

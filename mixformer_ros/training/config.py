@@ -19,6 +19,7 @@ from mixformer_ros.model import MixFormerV2Config
 from .data.processing import CropConfig
 from .data.sampler import SamplerConfig
 from .data.synthetic import SyntheticConfig
+from .elimination import DECAY_SHAPES
 
 STAGES = ("train", "distill", "score")
 
@@ -194,6 +195,10 @@ _NESTED = {
 }
 
 
+def _is_index_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Cross-field checks that single dataclasses cannot do."""
     problems = []
@@ -232,9 +237,27 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         problems.append(f"optim.amp must be auto/on/off, got {cfg.optim.amp!r}")
     if cfg.optim.batch_size < 1 or cfg.optim.epochs < 1 or cfg.data.samples_per_epoch < cfg.optim.batch_size:
         problems.append("optim.batch_size and optim.epochs must be >= 1 and samples_per_epoch >= batch_size")
-    for pair in cfg.distill.mimic:
-        if len(pair) != 2:
-            problems.append(f"distill.mimic entries are [student_layer, teacher_layer], got {pair}")
+    if cfg.stage != "score" and cfg.data.sampler.negative_probability > 0:
+        problems.append("data.sampler.negative_probability > 0 only makes sense for stage 'score' "
+                        "(box losses on a pair without the target teach the wrong box)")
+    if cfg.data.synthetic is not None:
+        if not cfg.data.synthetic_weight > 0:
+            problems.append("data.synthetic_weight must be > 0; set data.synthetic: null to train without synthetic data")
+        for folder in cfg.data.synthetic.texture_dirs:
+            if not Path(folder).is_dir():
+                problems.append(f"data.synthetic.texture_dirs: {folder} does not exist")
+    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
+        problems.append("log_every and checkpoint_every must be >= 1")
+    d = cfg.distill
+    if not _is_index_list(d.eliminate):
+        problems.append(f"distill.eliminate must be a list of layer indices, got {d.eliminate!r}")
+    if not 0.0 <= d.decay_start < d.decay_end <= 1.0:
+        problems.append(f"distill decay window must satisfy 0 <= decay_start < decay_end <= 1, "
+                        f"got {d.decay_start}, {d.decay_end}")
+    if d.decay_shape not in DECAY_SHAPES:
+        problems.append(f"distill.decay_shape must be one of {DECAY_SHAPES}, got {d.decay_shape!r}")
+    if not isinstance(d.mimic, list) or not all(_is_index_list(pair) and len(pair) == 2 for pair in d.mimic):
+        problems.append(f"distill.mimic must be a list of [student_layer, teacher_layer] pairs, got {d.mimic!r}")
     if problems:
         raise ConfigError("invalid training config: " + "; ".join(problems))
     return cfg

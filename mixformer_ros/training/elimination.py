@@ -44,6 +44,9 @@ def make_decayable(net: MixFormerV2, layers: list[int]) -> list[DecayableBlock]:
     return swapped
 
 
+DECAY_SHAPES = ("cosine", "linear")
+
+
 def elimination_rate(progress: float, start: float, end: float, shape: str = "cosine") -> float:
     """Residual scale of an eliminated layer at training progress in [0, 1].
 
@@ -60,7 +63,7 @@ def elimination_rate(progress: float, start: float, end: float, shape: str = "co
         return 0.5 * (1.0 + math.cos(math.pi * t))
     if shape == "linear":
         return 1.0 - t
-    raise ValueError(f"unknown elimination shape {shape!r}; expected 'cosine' or 'linear'")
+    raise ValueError(f"unknown elimination shape {shape!r}; expected one of {DECAY_SHAPES}")
 
 
 def set_residual_scale(blocks: list[DecayableBlock], rate: float) -> None:

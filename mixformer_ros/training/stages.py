@@ -45,9 +45,14 @@ def normalise(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
     )
 
 
+DISTILL_ELIMINATING_FORMAT = "mixformer_ros/distill-eliminating/1"  # resumable files of deep-to-shallow runs
+
+
 def load_network(path: str, kind: str = "mixformerv2") -> nn.Module:
     """A sparse MixFormerV2 or a dense teacher from one of our (or an official) checkpoint files."""
     state_dict, config, extra = read_checkpoint(path)
+    if extra.get("format") == DISTILL_ELIMINATING_FORMAT:
+        raise ConfigError(f"{path} is a resumable file of a run still removing layers; use its model.pth.tar")
     file_kind = "dense" if extra.get("format") == DENSE_TEACHER_FORMAT else "mixformerv2"
     if file_kind != kind:
         raise ConfigError(f"{path} holds a {file_kind} network, but a {kind} network was asked for")
@@ -212,6 +217,12 @@ class DistillTask(Task):
         _freeze(self.teacher)
         self.model = self._build_student()
         _freeze(self.model.score_head)
+        student_depth, teacher_depth = len(self.model.backbone.blocks), len(self.teacher.backbone.blocks)
+        if any(not 0 <= i < student_depth for i in d.eliminate):
+            raise ConfigError(f"distill.eliminate {d.eliminate}: the student's layers are 0..{student_depth - 1}")
+        if any(not (0 <= s < student_depth and 0 <= t < teacher_depth) for s, t in d.mimic):
+            raise ConfigError(f"distill.mimic {d.mimic}: student layers are 0..{student_depth - 1}, "
+                              f"teacher layers 0..{teacher_depth - 1}")
         self.decaying = make_decayable(self.model, d.eliminate) if d.eliminate else []
         t_cfg, s_cfg = self.teacher.config, self.model.config
         if t_cfg.num_bins != s_cfg.num_bins:
@@ -240,6 +251,11 @@ class DistillTask(Task):
                 net_cfg = MixFormerV2Config(**{**net_cfg.to_dict(), **sizes})
                 fresh = build_mixformerv2(net_cfg).state_dict()
                 sd = {**sd, **{k: fresh[k] for k in ("backbone.pos_embed_s", "backbone.pos_embed_t")}}
+            if net_cfg != cfg.model.network:
+                differ = "; ".join(f"{k}: teacher gives {v}, config says {getattr(cfg.model.network, k)}"
+                                   for k, v in net_cfg.to_dict().items() if getattr(cfg.model.network, k) != v)
+                raise ConfigError("model.network must describe the student the teacher gives before elimination "
+                                  f"(the teacher's shape with distill.student_mlp_ratio and the crop sizes): {differ}")
             student = build_mixformerv2(net_cfg)
             load_weights(student, sd, "teacher")
             return student
@@ -293,6 +309,10 @@ class DistillTask(Task):
         stats["elimination_rate"] = self.rate
         return loss, stats
 
+    def file_fields(self):
+        # Mid-elimination the file holds the unpruned student with decaying layers: not a tracker network.
+        return {"format": DISTILL_ELIMINATING_FORMAT} if self.decaying else {}
+
     def export(self):
         """The student with the eliminated layers dropped and the rest renumbered."""
         if not self.decaying:
@@ -328,4 +348,9 @@ class ScoreTask(Task):
 
 
 def build_task(cfg: TrainConfig) -> Task:
-    return {"train": SupervisedTask, "distill": DistillTask, "score": ScoreTask}[cfg.stage](cfg)
+    task = {"train": SupervisedTask, "distill": DistillTask, "score": ScoreTask}[cfg.stage](cfg)
+    net, crop = task.model.config, cfg.data.crop
+    if (net.template_size, net.search_size) != (crop.template_size, crop.search_size):
+        raise ConfigError(f"the network takes {net.template_size}/{net.search_size} px template/search crops "
+                          f"(model.init_checkpoint?), data.crop gives {crop.template_size}/{crop.search_size}")
+    return task

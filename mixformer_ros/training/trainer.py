@@ -8,10 +8,13 @@ number of processes, and a resumed run continues with exactly the batches it wou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from mixformer_ros.model import read_checkpoint, save_checkpoint
+from mixformer_ros.model import CheckpointError, read_checkpoint, save_checkpoint
 
 from .config import TrainConfig
 from .data import (COCOReader, GOT10kReader, LaSOTReader, OTBReader, PairDataset, PairSampler,
@@ -54,6 +57,26 @@ def init_distributed(device_kind: str) -> DistEnv:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+@contextlib.contextmanager
+def interrupt_after_block():
+    """Hold Ctrl-C (SIGINT) back until the block is done, then raise KeyboardInterrupt.
+
+    A training step cut in half leaves BatchNorm statistics or the optimizer one batch ahead of
+    the step counter, and the resumed run would apply that batch twice.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def release_distributed() -> None:
@@ -212,7 +235,11 @@ class Trainer:
         if not path.is_file():
             return
         state_dict, _, extra = read_checkpoint(path)
-        self.task.model.load_state_dict(state_dict, strict=True)
+        try:
+            self.task.model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} is from a run with another network; use a new output_dir or --no-resume "
+                                  f"to start over ({str(exc).splitlines()[0]})") from exc
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scheduler.load_state_dict(extra["scheduler"])
         self.scaler.load_state_dict(extra["scaler"])
@@ -267,6 +294,13 @@ class Trainer:
         stats["lr"] = self.scheduler.get_last_lr()[0]
         return stats
 
+    def _skipped_in(self, batch: dict) -> int:
+        """Unreadable frames met while drawing this step's samples, summed over all processes."""
+        skipped = batch.pop("skipped").sum().to(self.device)
+        if self.env.world_size > 1:
+            dist.all_reduce(skipped)
+        return int(skipped)
+
     def _sampler(self, start_step: int = 0, end_step: int = 0) -> _RunSampler:
         return _RunSampler(self.cfg.data.samples_per_epoch, self.env.world_size, self.env.rank, self.cfg.seed,
                            self.cfg.optim.batch_size, start_step, end_step)
@@ -294,8 +328,9 @@ class Trainer:
             batches = self._loader(self.global_step, end) if self.global_step < end else ()
             for batch in batches:
                 epoch = self.global_step // self.steps_per_epoch
-                self.skipped_frames += int(batch.pop("skipped").sum())
-                stats = self.train_step(batch)
+                with interrupt_after_block():
+                    self.skipped_frames += self._skipped_in(batch)
+                    stats = self.train_step(batch)
                 for k, v in stats.items():
                     running[k] = running.get(k, 0.0) + v
                 count += 1
