@@ -83,6 +83,19 @@ def test_bad_frames_are_rejected_and_tracking_continues(ros):
         _good(client, 10 + i)
         det = wait_until(lambda: client.snapshot()[0], 20, "detection after a bad frame")[-1][1]
         assert det.id == track.track_id
+
+    # A readable frame of another size is not tracked (the box is in the first size's pixels) and
+    # the status says so; the track waits for frames of its size.
+    client.clear()
+    client.publisher().publish(image_msg(np.ascontiguousarray(SCENE[::2, ::2]), "rgb8", stamp(15, 100)))
+    status = wait_until(lambda: [s for s in client.snapshot()[1] if "not tracked" in s.message], 20,
+                        "status of a resized frame")[-1]
+    assert "frame size changed from 320x240 to 160x120" in status.message
+    assert status.track_id == track.track_id and status.state != TrackerStatus.IDLE
+    assert status.header.stamp == stamp(15, 100)
+    _good(client, 16)
+    det = wait_until(lambda: client.snapshot()[0], 20, "detection after a resized frame")[-1][1]
+    assert det.id == track.track_id and det.header.stamp == stamp(16, 100)
     assert node.alive()
 
 

@@ -422,20 +422,23 @@ class TrackerNode(LifecycleNode):
                 return False
             # Frames between the last processed one and this one will never be tracked.
             self._dropped += frame.seq - track.last_seq - 1
+            track.last_seq = frame.seq
             try:
                 result = self._tracker.track(frame.rgb)
-            except Exception as exc:  # a backend failure must not kill the node or its state
-                track.last_seq = frame.seq
-                self._last_message = f"inference failed on this frame: {type(exc).__name__}: {exc}"
-                self.get_logger().error(self._last_message, throttle_duration_sec=5.0)
-                return True
-            track.last_seq = frame.seq
-            latency_ms = (time.monotonic() - frame.arrival) * 1000.0
-            self._processed += 1
-            self._latencies_ms.append(latency_ms)
-            self._processed_times.append(time.monotonic())
-            message = self._update_state(track, result.score)
-            box, score = list(result.box), float(result.score)
+            except Exception as exc:  # a backend failure or an odd frame must not kill the node or its state
+                failure = self._last_message = f"frame not tracked: {type(exc).__name__}: {exc}"
+            else:
+                failure = ""
+                latency_ms = (time.monotonic() - frame.arrival) * 1000.0
+                self._processed += 1
+                self._latencies_ms.append(latency_ms)
+                self._processed_times.append(time.monotonic())
+                message = self._update_state(track, result.score)
+                box, score = list(result.box), float(result.score)
+        if failure:
+            self.get_logger().error(failure, throttle_duration_sec=5.0)
+            self._publish_status(frame.header, failure, track=track)
+            return True
         self._det_pub.publish(make_detection(frame.header, box, score, track.label, track.track_id))
         self._publish_status(frame.header, message, track=track, latency_ms=latency_ms)
         # Drawing and sending a full frame costs a few ms of a small CPU: only when someone watches.
