@@ -59,8 +59,11 @@ find_python() {
   return 1
 }
 
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+# A venv left by a failed `python -m venv` (no pip) or made with another Python is made again.
+if [[ ! -x "$VENV/bin/python" ]] \
+  || ! "$VENV/bin/python" -c 'import sys, pip; sys.exit(sys.version_info[:2] != (3, 11))' >/dev/null 2>&1; then
   BASE_PYTHON="$(find_python)" || die "Python 3.11 not found (the ROS 2 wheels need CPython 3.11); set PYTHON=/path/to/python3.11"
+  [[ -e "$VENV" ]] && log "$VENV has no pip or is not Python 3.11: making it again"
   log "creating virtual environment $VENV with $BASE_PYTHON"
   rm -rf "$VENV"
   "$BASE_PYTHON" -m venv "$VENV" || die "could not create $VENV (on Debian: apt-get install python3.11-venv)"
@@ -90,10 +93,16 @@ else
     if "$PY" -m pip show --quiet "$clash" >/dev/null 2>&1; then
       log "removing $clash (clashes with opencv-contrib-python-headless)"
       run_logged "pip-remove-$clash" "$PY" -m pip uninstall --yes "$clash"
-      run_logged pip-opencv-restore "$PY" -m pip install --quiet --force-reinstall --no-deps \
-        "$(grep -E '^opencv-contrib-python-headless' "$REPO_ROOT/requirements.txt" | cut -d'#' -f1 | tr -d ' ')"
     fi
   done
+  # Also after a removal that an earlier run did not finish restoring from.
+  opencv_contrib_works() { "$PY" -c 'import cv2; cv2.TrackerCSRT.create' >/dev/null 2>&1; }
+  if ! opencv_contrib_works; then
+    log "restoring opencv-contrib-python-headless"
+    run_logged pip-opencv-restore "$PY" -m pip install --quiet --force-reinstall --no-deps \
+      "$(grep -E '^opencv-contrib-python-headless' "$REPO_ROOT/requirements.txt" | cut -d'#' -f1 | tr -d ' ')"
+    opencv_contrib_works || die "OpenCV with the contrib trackers does not import in $VENV"
+  fi
   "$PY" -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13.0"))' \
     || die "torch is not 2.13.0 in $VENV; something pulled another torch (check requirements.txt)"
   write_stamp pip "$PIP_HASH"
@@ -129,7 +138,8 @@ SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 # --- 4. vision_msgs (compat) ---------------------------------------------------------------------
 # Not on PyPI; build our 4.x-compatible copy unless a vision_msgs is already importable (e.g. a
 # sourced ROS installation). Rebuild our copy when its sources change.
-VISION_HASH="$(content_hash compat/vision_msgs)"
+# Both interface builds depend on the ROS wheels too: new requirements rebuild them.
+VISION_HASH="$(content_hash compat/vision_msgs)-$PIP_HASH"
 if [[ -f "$STAMPS/vision_msgs" ]] && stamp_matches vision_msgs "$VISION_HASH" \
   && "$PY" -c 'import vision_msgs.msg' >/dev/null 2>&1; then
   log "vision_msgs (compat): up to date"
@@ -144,7 +154,7 @@ else
 fi
 
 # --- 5. mixformer_ros ------------------------------------------------------------------------------
-PKG_HASH="$(content_hash CMakeLists.txt package.xml msg srv mixformer_ros launch config)"
+PKG_HASH="$(content_hash CMakeLists.txt package.xml msg srv mixformer_ros launch config)-$PIP_HASH"
 if stamp_matches mixformer_ros "$PKG_HASH" && [[ -d "$SITE/mixformer_ros/msg" ]]; then
   log "mixformer_ros (interfaces + python package): up to date"
 else
