@@ -197,7 +197,7 @@ def _start_node(args, checkpoint: str, log_path: Path) -> subprocess.Popen:
     if checkpoint:
         cmd += ["-p", f"checkpoint:={checkpoint}"]
     if args.onnx_model:
-        cmd += ["-p", f"onnx_model:={args.onnx_model}"]
+        cmd += ["-p", f"onnx_model:={Path(args.onnx_model).resolve()}"]  # the node runs in the repository
     log_file = open(log_path, "w")
     return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
 

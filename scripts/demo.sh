@@ -10,5 +10,5 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO_ROOT/scripts/setup.sh"
-cd "$REPO_ROOT"
-exec "$REPO_ROOT/.venv/bin/python" -m mixformer_ros.demo "$@"
+# Run from the caller's folder, so relative --source/--checkpoint/--output-dir paths mean what they say.
+PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$REPO_ROOT/.venv/bin/python" -m mixformer_ros.demo "$@"

@@ -63,17 +63,17 @@ def test_demo_plays_a_user_video_file(tmp_path):
     writer.release()
 
     box = ",".join(str(int(v)) for v in truth[0])
-    out_dir = tmp_path / "out"
+    # Run from the video's folder with relative paths, as scripts/demo.sh does from the user's folder.
     cmd = [
-        sys.executable, "-m", "mixformer_ros.demo", "--source", str(video), "--init-box", box,
-        "--checkpoint", "none", "--output-dir", str(out_dir),
+        sys.executable, "-m", "mixformer_ros.demo", "--source", video.name, "--init-box", box,
+        "--checkpoint", "none", "--output-dir", "out",
     ]
     result = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=ros_subprocess_env(DOMAIN), capture_output=True, text=True, timeout=280
+        cmd, cwd=tmp_path, env=ros_subprocess_env(DOMAIN), capture_output=True, text=True, timeout=280
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads((out_dir / "demo_summary.json").read_text())
-    assert summary["source"] == str(video) and summary["frames_published"] == 12
+    summary = json.loads((tmp_path / "out" / "demo_summary.json").read_text())
+    assert summary["source"] == video.name and summary["frames_published"] == 12
     assert summary["publish_fps"] == 10.0  # the file's own rate
     assert summary["mean_iou"] is None  # no ground truth for a user's video
     assert summary["frames_tracked"] > 0
