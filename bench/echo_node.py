@@ -20,6 +20,9 @@ from mixformer_ros.tracker_node import apply_dds_profile  # noqa: E402
 
 
 def main() -> int:
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        return 0
     apply_dds_profile()  # before rclpy creates the participant, as the tracker node does
 
     import rclpy

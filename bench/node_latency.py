@@ -23,8 +23,8 @@ difference, taken frame by frame, is what the node costs beyond the tracker step
 
 Usage: .venv/bin/python bench/node_latency.py [--backend onnxruntime --precision int8] [--frames 100]
                                               [--rate 15] [--threads 2] [--gap-ms 30]
-Prints a table, writes bench/results/node_latency[_<backend>_<precision>].json and its section of
-BENCHMARKS.md (one section per backend and precision).
+Prints a table, writes bench/results/node_latency[_<backend>_<precision>][_<checkpoint>].json and
+its section of BENCHMARKS.md (one section per backend, precision and checkpoint).
 """
 
 from __future__ import annotations
@@ -56,17 +56,37 @@ ECHO_NAMESPACE = "/echo"
 DEFAULT_RUN = ("torch", "fp32")  # its files and section keep the names they had before runs had a backend
 
 
-def run_tag(backend: str, precision: str) -> str:
-    return "" if (backend, precision) == DEFAULT_RUN else f"_{backend}_{precision}"
+def checkpoint_name(checkpoint: str) -> str:
+    return Path(checkpoint).name.removesuffix(".tar").removesuffix(".pth") if checkpoint else ""
 
 
-def results_path(backend: str, precision: str) -> Path:
-    return REPO / "bench" / "results" / f"node_latency{run_tag(backend, precision)}.json"
+def run_tag(backend: str, precision: str, checkpoint: str = "") -> str:
+    tag = "" if (backend, precision) == DEFAULT_RUN else f"_{backend}_{precision}"
+    return tag + (f"_{checkpoint_name(checkpoint)}" if checkpoint else "")
 
 
-def markers(backend: str, precision: str) -> tuple[str, str]:
+def results_path(backend: str, precision: str, checkpoint: str = "") -> Path:
+    return REPO / "bench" / "results" / f"node_latency{run_tag(backend, precision, checkpoint)}.json"
+
+
+def markers(backend: str, precision: str, checkpoint: str = "") -> tuple[str, str]:
     name = "bench/node_latency.py" + ("" if (backend, precision) == DEFAULT_RUN else f" --backend {backend} --precision {precision}")
+    name += f" --checkpoint {checkpoint_name(checkpoint)}" if checkpoint else ""
     return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+
+
+def network_name(checkpoint: str) -> str:
+    """MixFormerV2-S for the default run, otherwise the shape the checkpoint records."""
+    if not checkpoint:
+        return "MixFormerV2-S"
+    from mixformer_ros.model import read_checkpoint, variant_config
+
+    _, config, _ = read_checkpoint(checkpoint)
+    for variant in ("S", "B"):
+        if config == variant_config(variant):
+            return f"MixFormerV2-{variant}"
+    return (f"MixFormerV2 {config.depth} layers x {config.embed_dim}, {config.search_size} px search"
+            if config else "MixFormerV2 (shape from the tensors)")
 
 
 def _percentiles(values_ms: list[float]) -> dict:
@@ -151,12 +171,13 @@ def run_camera(client: Client, frames: list[np.ndarray], base: int, rate: float)
 def update_benchmarks_md(result: dict) -> None:
     lock, cam, ref, outside, echo = (result[k] for k in ("lockstep", "camera", "lockstep_inside_node",
                                                          "lockstep_outside_step", "lockstep_echo_node"))
-    begin, end = markers(result["backend"], result["precision"])
+    begin, end = markers(result["backend"], result["precision"], result["checkpoint"])
     section = "\n".join([
         begin,
-        f"## Tracker node end-to-end latency, {result['backend']} {result['precision']} (bench/node_latency.py)",
+        f"## Tracker node end-to-end latency, {result['backend']} {result['precision']}"
+        f"{', ' + checkpoint_name(result['checkpoint']) if result['checkpoint'] else ''} (bench/node_latency.py)",
         "",
-        f"Run {result['date']}, MixFormerV2-S ({result['weights']}), {result['backend']} {result['precision']} on the CPU, "
+        f"Run {result['date']}, {result['network']} ({result['weights']}), {result['backend']} {result['precision']} on the CPU, "
         f"{result['threads']} thread(s), 640x480 bgr8, "
         f"camera and node in separate processes (Fast DDS), {result['cpu']}, load average {result['load_average']}.",
         "Latency = image publish -> Detection2D receipt.",
@@ -236,7 +257,8 @@ def main() -> int:
             n.stop()
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "variant": "S",
+        "network": network_name(args.checkpoint),
+        "checkpoint": args.checkpoint,
         "backend": args.backend,
         "precision": args.precision,
         "device": "cpu",
@@ -250,7 +272,7 @@ def main() -> int:
         "camera": camera,
         "node_frames_dropped": int(status[-1].frames_dropped) if status else None,
     }
-    print(f"\nTracker node latency, MixFormerV2-S {args.backend} {args.precision} CPU ({args.threads} threads), "
+    print(f"\nTracker node latency, {result['network']} {args.backend} {args.precision} CPU ({args.threads} threads), "
           f"load {result['load_average']}")
     print(f"{'run':<34} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for name, key in [("lockstep", "lockstep"), ("lockstep, inside the node", "lockstep_inside_node"),
@@ -261,7 +283,7 @@ def main() -> int:
               f"{r.get('p99_ms', float('nan')):>8} {r.get('max_ms', float('nan')):>8}")
     print(f"camera run: {camera['frames_tracked']}/{camera['frames_published']} frames tracked")
     if not args.no_write:
-        path = results_path(args.backend, args.precision)
+        path = results_path(args.backend, args.precision, args.checkpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         update_benchmarks_md(result)

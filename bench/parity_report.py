@@ -1,5 +1,5 @@
 """Print the largest deviation from the official MixFormerV2 outputs for every quantity of the
-parity fixture (network S/B, full and cached paths; tracker real and scripted runs).
+parity fixture (network S/B, full and cached paths; the tracker on the fixture video).
 
 Usage: .venv/bin/python bench/parity_report.py [--json bench/results/parity.json]
 """
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this working tree, not the installed copy
 from parity import FIXTURE_SEARCH_FACTOR, fixture_state_dict, load_npz, video_rgb  # noqa: E402
 from mixformer_ros.model import build_mixformerv2  # noqa: E402
 from mixformer_ros.tracking import build_tracker  # noqa: E402

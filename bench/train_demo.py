@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
+sys.path.insert(0, str(REPO))  # evaluate with this working tree, as the training subprocesses do
 from paths import SOT_DIR  # noqa: E402
 from machine import cpu_name  # noqa: E402
 from mixformer_ros.evaluation import evaluate_results, load_dataset, make_tracker, run_dataset  # noqa: E402
@@ -80,13 +82,16 @@ def write_synthetic_sequences(root: Path, count: int) -> Path:
         return root
     data = SyntheticDataset(SyntheticConfig(num_sequences=count, num_frames=HELD_OUT_SYNTHETIC_FRAMES,
                                             seed=HELD_OUT_SYNTHETIC_SEED))
+    partial = root.with_name(root.name + ".partial")  # renamed when complete: an interrupted run starts over
+    shutil.rmtree(partial, ignore_errors=True)
     for i in range(len(data)):
         seq = data[i]
-        img = root / seq.name / "img"
+        img = partial / seq.name / "img"
         img.mkdir(parents=True)
         for f in range(len(seq)):
             cv2.imwrite(str(img / f"{f + 1:04d}.png"), cv2.cvtColor(seq.frame(f), cv2.COLOR_RGB2BGR))
-        np.savetxt(root / seq.name / "groundtruth_rect.txt", seq.boxes, fmt="%.2f", delimiter=",")
+        np.savetxt(partial / seq.name / "groundtruth_rect.txt", seq.boxes, fmt="%.2f", delimiter=",")
+    partial.rename(root)
     return root
 
 
