@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -247,8 +248,8 @@ def _pixel_box(text: str) -> list[float]:
         box = [float(v) for v in text.split(",")]
     except ValueError:
         box = []
-    if len(box) != 4 or box[0] < 0 or box[1] < 0 or not (box[2] > 0 and box[3] > 0):
-        raise argparse.ArgumentTypeError(f"expected x,y,w,h with x, y >= 0 and w, h > 0, got {text!r}")
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] < 0 or box[1] < 0 or box[2] <= 0 or box[3] <= 0:
+        raise argparse.ArgumentTypeError(f"expected four finite numbers x,y,w,h with x, y >= 0 and w, h > 0, got {text!r}")
     return box
 
 

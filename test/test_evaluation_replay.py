@@ -135,6 +135,22 @@ def test_lockstep_reproduces_offline_boxes_and_realtime_reports_latency(
     assert "end-to-end latency p50/p90/p99 ms" in live.stdout
 
 
+@pytest.mark.parametrize("info_first", [True, False], ids=["info_before_image", "info_after_image"])
+def test_each_camera_info_goes_out_with_its_image(woman, tmp_path, info_first):
+    from mixformer_ros.evaluation.bags import INFO_MSG, header_stamp_ns, iter_bag_messages, make_typestore
+    from mixformer_ros.ros.replay import _frames
+
+    bag = sequence_to_bag(Sequence(woman.name, woman.frames[:5], woman.gt[:5]), tmp_path / "bag", progress=False)
+    image_delay, info_delay = (9_000_000, 7_000_000) if info_first else (7_000_000, 9_000_000)
+    bag = as_recorded(bag, tmp_path / "recorded", image_delay_ns=image_delay, info_delay_ns=info_delay)
+    info = read_bag_info(bag)
+    frames = list(_frames(iter_bag_messages(bag, [info.image_topic, "/camera/camera_info"]), info))
+    store = make_typestore()
+    assert [f.stamp_ns for f in frames] == info.stamps_ns.tolist()
+    for frame in frames:
+        assert [header_stamp_ns(store, raw, INFO_MSG) for raw in frame.infos] == [frame.stamp_ns]
+
+
 def test_replay_without_a_node_says_so(woman, tmp_path, ros_env):
     bag = sequence_to_bag(
         Sequence(woman.name, woman.frames[:3], woman.gt[:3]), tmp_path / "bag", BagConfig(), progress=False

@@ -88,6 +88,6 @@ def test_demo_needs_a_valid_init_box_for_a_video(tmp_path):
 
     result = demo()
     assert result.returncode != 0 and "--init-box" in result.stderr
-    for bad in ("--init-box=-5,10,20,20", "--init-box=5,10,0,20", "--init-box=5,10,20"):
+    for bad in ("--init-box=-5,10,20,20", "--init-box=5,10,0,20", "--init-box=5,10,20", "--init-box=nan,10,20,20"):
         result = demo(bad)
-        assert result.returncode == 2 and "expected x,y,w,h with x, y >= 0 and w, h > 0" in result.stderr, bad
+        assert result.returncode == 2 and "expected four finite numbers x,y,w,h with x, y >= 0 and w, h > 0" in result.stderr, bad

@@ -90,7 +90,7 @@ def test_bad_frames_are_rejected_and_tracking_continues(ros):
     client.publisher().publish(image_msg(np.ascontiguousarray(SCENE[::2, ::2]), "rgb8", stamp(15, 100)))
     status = wait_until(lambda: [s for s in client.snapshot()[1] if "not tracked" in s.message], 20,
                         "status of a resized frame")[-1]
-    assert "frame size changed from 320x240 to 160x120" in status.message
+    assert "size changed from 320x240 to 160x120" in status.message
     assert status.track_id == track.track_id and status.state != TrackerStatus.IDLE
     assert status.header.stamp == stamp(15, 100)
     _good(client, 16)

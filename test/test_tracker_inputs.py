@@ -28,9 +28,6 @@ def test_bad_images_are_refused(tracker):
     for bad in (frames[1][..., 0], frames[1].astype(np.float32), np.zeros((0, 0, 3), np.uint8), frames[1][..., :2]):
         with pytest.raises(ValueError, match="image"):
             tracker.track(bad)
-    H, W = frames[1].shape[:2]
-    with pytest.raises(ValueError, match=f"frame size changed from {W}x{H} to {W // 2}x{H // 2}"):
-        tracker.track(np.ascontiguousarray(frames[1][::2, ::2]))  # the camera switched resolution
     assert tracker.frame_index == 0
     assert tracker.track(frames[1]).frame_index == 1
 

@@ -70,6 +70,30 @@ def test_ctrl_c_inside_a_step_saves_after_it_and_resumes_exactly(tmp_path):
     assert same_weights(full, resumed)
 
 
+def test_ctrl_c_holding_keeps_ignored_signals_ignored_and_lets_a_second_one_through():
+    from mixformer_ros.training.trainer import interrupt_after_block
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):  # raised by Python's own SIGINT handler once the block is done
+        with interrupt_after_block():
+            signal.raise_signal(signal.SIGINT)
+            finished.append("step")
+    assert finished == ["step"]
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_after_block():
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # the user insists: no waiting for the step
+            finished.append("unreachable")
+    assert finished == ["step"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. `python -m ... train &` from a script
+    try:
+        with interrupt_after_block():
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_multi_epoch_run_with_a_data_worker_resumes_into_the_same_weights(tmp_path):
     """One loader serves all epochs (its worker lives through them); epochs drop their last partial
     batch; a run stopped inside epoch 2 and resumed equals an uninterrupted in-process run."""

@@ -133,6 +133,29 @@ def test_crop_target_box_inverts_the_trackers_map_back():
         assert np.allclose(back, box, atol=1e-3)
 
 
+def test_otb_frames_are_paired_with_their_boxes(tmp_path):
+    root = tmp_path / "otb"
+    # One box per file, numbered with gaps: paired in number order (9 before 10).
+    _write_frames(root / "Sparse" / "img", 4, name=lambda i: str(5 * i + 4))
+    # The first file is missing: row 0 still labels frame 1, so the others keep their boxes.
+    _write_frames(root / "NoFirst" / "img", 5, name=lambda i: f"{i + 1:04d}")
+    (root / "NoFirst" / "img" / "0001.jpg").unlink()
+    # Names without numbers and a box count that differs: nothing to pair by.
+    _write_frames(root / "Named" / "img", 3, name=lambda i: f"frame_{'abc'[i]}")
+    for name, rows in (("Sparse", 4), ("NoFirst", 5), ("Named", 4)):
+        (root / name / "groundtruth_rect.txt").write_text(_boxes(rows))
+    reader = OTBReader(root, ["Named", "NoFirst", "Sparse"])
+    named, no_first, sparse = (reader[i] for i in range(3))
+    assert [p.name for p in sparse._frames] == ["4.jpg", "9.jpg", "14.jpg", "19.jpg"]
+    assert len(no_first) == 5
+    assert [p.name for p in no_first._frames][1:] == ["0002.jpg", "0003.jpg", "0004.jpg", "0005.jpg"]
+    with pytest.raises(FrameReadError):
+        no_first.frame(0)
+    assert len(named) == 0  # left out with a warning; the sampler skips it
+    sampler = PairSampler([reader], cfg=SamplerConfig(max_gap=4))
+    assert all(sampler.sample(np.random.default_rng(i)).search.sequence.name != "Named" for i in range(20))
+
+
 def test_unreadable_frames_are_skipped_and_counted(tmp_path):
     seq_dir = tmp_path / "otb" / "Broken"
     _write_frames(seq_dir / "img", 6, name=lambda i: f"{i + 1:04d}")

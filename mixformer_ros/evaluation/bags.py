@@ -379,7 +379,7 @@ def _pick_topic(reader, msgtypes: tuple[str, ...], topic: str | None, what: str)
     raise ValueError(f"{reader.path}: several {what} topics {topics}; choose one explicitly")
 
 
-def _header_stamp(store, rawdata, msgtype) -> int:
+def header_stamp_ns(store, rawdata, msgtype) -> int:
     return stamp_to_ns(store.deserialize_cdr(rawdata, msgtype).header.stamp)
 
 
@@ -402,7 +402,7 @@ def read_bag_info(path, image_topic: str | None = None, gt_topic: str | None = N
                 boxes[stamp_to_ns(det.header.stamp)] = detection_to_box(det)
                 name = name or det.id
             else:
-                stamps.append(_header_stamp(store, raw, msgtype))
+                stamps.append(header_stamp_ns(store, raw, msgtype))
     if not stamps:
         raise ValueError(f"{path}: no frames on {image_conns[0].topic}")
     stamps = np.asarray(stamps, dtype=np.int64)

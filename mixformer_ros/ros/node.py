@@ -80,6 +80,7 @@ class Track:
     label: str
     last_seq: int  # sequence number of the last frame the tracker consumed
     catch_up_until: int  # frames up to this one are tracked in order, none skipped
+    frame_size: tuple[int, int]  # (H, W) of the frame the track started on: its box is in those pixels
     state: int = TrackerStatus.TRACKING
     low_score_frames: int = 0
     score: float = 1.0
@@ -423,12 +424,20 @@ class TrackerNode(LifecycleNode):
             # Frames between the last processed one and this one will never be tracked.
             self._dropped += frame.seq - track.last_seq - 1
             track.last_seq = frame.seq
-            try:
-                result = self._tracker.track(frame.rgb)
-            except Exception as exc:  # a backend failure or an odd frame must not kill the node or its state
-                failure = self._last_message = f"frame not tracked: {type(exc).__name__}: {exc}"
+            failure = ""
+            if frame.rgb.shape[:2] != track.frame_size:
+                # A camera that switched resolution: mapping the box to the new pixels would be a guess.
+                (h, w), (H, W) = track.frame_size, frame.rgb.shape[:2]
+                failure = (f"frame not tracked: its size changed from {w}x{h} to {W}x{H} during the track; "
+                           "initialise again")
             else:
-                failure = ""
+                try:
+                    result = self._tracker.track(frame.rgb)
+                except Exception as exc:  # a backend failure must not kill the node or its state
+                    failure = f"frame not tracked: {type(exc).__name__}: {exc}"
+            if failure:
+                self._last_message = failure
+            else:
                 latency_ms = (time.monotonic() - frame.arrival) * 1000.0
                 self._processed += 1
                 self._latencies_ms.append(latency_ms)
@@ -524,6 +533,7 @@ class TrackerNode(LifecycleNode):
                 label=label,
                 last_seq=frame.seq,
                 catch_up_until=newest.seq if newest is not None else frame.seq,
+                frame_size=frame.rgb.shape[:2],
             )
             behind = self._track.catch_up_until - frame.seq
             self._last_message = (

@@ -43,7 +43,9 @@ from mixformer_ros.evaluation.bags import (
     COMPRESSED_MSG,
     BagInfo,
     detection_to_box,
+    header_stamp_ns,
     iter_bag_messages,
+    make_typestore,
     read_bag_info,
     stamp_to_ns,
 )
@@ -287,20 +289,28 @@ def _frames(messages, info: BagInfo):
     """One _Frame per camera message, in bag order.
 
     Frames are keyed by header stamp, not by bag time: a recorder stamps each message with its
-    arrival, which differs from the camera's stamp and between a frame and its camera_info. A
-    camera_info goes with the image before it (with the first image when it came first).
+    arrival, which differs from the camera's stamp and may put a camera_info before or after its
+    image. A camera_info goes out with the first image whose stamp is at least its own: its own
+    image when the stamps match.
     """
+    store = make_typestore()
     stamps = iter(info.stamps_ns)  # the camera messages' header stamps, in the same bag order
-    frame, early_infos = None, []
-    for topic, _, bag_time, raw in messages:
+    frame, early = None, []  # early: (stamp, raw) camera_info ahead of the images read so far
+    for topic, msgtype, bag_time, raw in messages:
         if topic != info.image_topic:
-            (frame.infos if frame is not None else early_infos).append(raw)
+            stamp = header_stamp_ns(store, raw, msgtype)
+            if frame is not None and stamp <= frame.stamp_ns:
+                frame.infos.append(raw)
+            else:
+                early.append((stamp, raw))
             continue
         if frame is not None:
             yield frame
-        frame = _Frame(int(next(stamps)), bag_time, raw, early_infos)
-        early_infos = []
+        stamp = int(next(stamps))
+        frame = _Frame(stamp, bag_time, raw, [r for s, r in early if s <= stamp])
+        early = [(s, r) for s, r in early if s > stamp]
     if frame is not None:
+        frame.infos += [r for _, r in early]
         yield frame
 
 

@@ -61,22 +61,32 @@ def init_distributed(device_kind: str) -> DistEnv:
 
 @contextlib.contextmanager
 def interrupt_after_block():
-    """Hold Ctrl-C (SIGINT) back until the block is done, then raise KeyboardInterrupt.
+    """Hold Ctrl-C (SIGINT) back until the block is done, then deliver it to the usual handler.
 
     A training step cut in half leaves BatchNorm statistics or the optimizer one batch ahead of
-    the step counter, and the resumed run would apply that batch twice.
+    the step counter, and the resumed run would apply that batch twice. A second Ctrl-C while
+    holding goes through at once (a hung step can still be stopped).
     """
-    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+    previous = signal.getsignal(signal.SIGINT)
+    # Signals reach only the main thread; an ignored SIGINT (`cmd &` in a script) stays ignored; a
+    # handler installed outside Python (None) could not be put back.
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
         yield
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+
+    def hold(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
     if received:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
 
 def release_distributed() -> None:

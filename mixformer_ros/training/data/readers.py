@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 
 from .sequence import FileSequence, Sequence, read_image_rgb
+
+log = logging.getLogger(__name__)
 
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -114,19 +117,20 @@ class OTBReader(SequenceReader):
         d = self._dirs[index]
         images = _images_in(d / "img")
         boxes = parse_box_file(d / "groundtruth_rect.txt")
-        if not images:
-            raise DataPathError(f"{d / 'img'}: no images")
-        by_number = {int(p.stem): p for p in images if p.stem.isdigit()}
-        if len(by_number) == len(images):
-            # Row i labels frame number first + i; a missing file stays in place (read as a skipped
-            # frame) instead of shifting every later label onto the wrong frame.
-            first, digits, suffix = min(by_number), len(images[0].stem), images[0].suffix
-            frames = [by_number.get(first + i, d / "img" / f"{first + i:0{digits}d}{suffix}") for i in range(len(boxes))]
-        elif len(images) == len(boxes):
-            frames = images
-        else:
-            raise DataPathError(f"{d}: {len(images)} images with non-numeric names for {len(boxes)} boxes")
-        return FileSequence(d.name, frames, boxes)
+        numbers = {int(p.stem): p for p in images if p.stem.isdigit()}
+        if images and len(numbers) == len(images):
+            images = [numbers[n] for n in sorted(numbers)]  # 9.jpg before 10.jpg
+        if len(images) == len(boxes):
+            return FileSequence(d.name, images, boxes)
+        if images and len(numbers) == len(images):
+            # Fewer (or more) files than boxes: row i labels frame number i + 1 (i with a frame 0),
+            # so a missing file is skipped where it was instead of shifting the labels after it.
+            start, digits, suffix = (0 if 0 in numbers else 1), len(images[0].stem), images[0].suffix
+            frames = [numbers.get(start + i, d / "img" / f"{start + i:0{digits}d}{suffix}") for i in range(len(boxes))]
+            return FileSequence(d.name, frames, boxes)
+        log.warning("%s: %d images for %d boxes and no frame numbers to pair them by; sequence left out",
+                    d, len(images), len(boxes))
+        return FileSequence(d.name, [], boxes[:0])
 
 
 class GOT10kReader(SequenceReader):
