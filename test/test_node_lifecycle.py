@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+
+from mixformer_ros.msg import TrackerStatus
 
 from conftest import ros_subprocess_env
 from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
@@ -56,22 +59,31 @@ def test_precision_the_backend_does_not_offer_refuses_to_configure():
     assert "cannot load the tracker model" in out and "unknown precision 'int8'" in out
 
 
+class Lifecycle:
+    """The node's lifecycle services, called from the test client."""
+
+    def __init__(self, client: Client):
+        base = f"{client.ns}/mixformer_tracker"
+        self.client = client
+        self.get_state = client.node.create_client(GetState, f"{base}/get_state")
+        self.change = client.node.create_client(ChangeState, f"{base}/change_state")
+        assert self.get_state.wait_for_service(timeout_sec=60) and self.change.wait_for_service(timeout_sec=10)
+
+    def state(self) -> int:
+        return self.client._call(self.get_state, GetState.Request(), 30).current_state.id
+
+    def transition(self, transition_id: int) -> bool:
+        req = ChangeState.Request()
+        req.transition.id = transition_id
+        return self.client._call(self.change, req, 120).success
+
+
 def test_lifecycle_transitions_by_service(tmp_path):
     node = NodeProcess(DOMAIN, {"autostart": False, "frame_buffer_size": 5}, tmp_path)
     client = Client(DOMAIN)
-    base = f"{client.ns}/mixformer_tracker"
-    get_state = client.node.create_client(GetState, f"{base}/get_state")
-    change = client.node.create_client(ChangeState, f"{base}/change_state")
     try:
-        assert get_state.wait_for_service(timeout_sec=60) and change.wait_for_service(timeout_sec=10)
-
-        def state():
-            return client._call(get_state, GetState.Request(), 30).current_state.id
-
-        def transition(tid):
-            req = ChangeState.Request()
-            req.transition.id = tid
-            return client._call(change, req, 120).success
+        lifecycle = Lifecycle(client)
+        state, transition = lifecycle.state, lifecycle.transition
 
         assert state() == State.PRIMARY_STATE_UNCONFIGURED
         assert transition(Transition.TRANSITION_CONFIGURE)
@@ -111,3 +123,53 @@ def test_lifecycle_transitions_by_service(tmp_path):
         code = node.stop()
         print(node.log())
     assert code == 0
+
+
+def test_stop_and_deactivate_while_tracking_leave_the_node_idle_and_working(tmp_path):
+    """The inference thread publishes each result while the track is still the current one: a
+    ~/stop or deactivate meanwhile is the last word on ~/status, and a cleanup right after a
+    deactivate never pulls the publishers from under it (which once killed that thread)."""
+    node = NodeProcess(DOMAIN, {"frame_buffer_size": 20, "publish_debug_image": True, "num_threads": 1}, tmp_path)
+    client = Client(DOMAIN)
+    frames = [np.full((960, 1280, 3), 60 + 5 * i, np.uint8) for i in range(20)]  # large debug images
+    try:
+        lifecycle = Lifecycle(client)
+        client.wait_for_services()
+        for cycle in range(4):
+            pub = client.publisher()
+            client.wait_for_subscriber(pub)
+            base = 100 * (cycle + 1)
+            for i, frame in enumerate(frames):
+                pub.publish(image_msg(frame, "rgb8", stamp(i, base)))
+            client.ensure_delivery(None, stamp(len(frames) - 1, base))
+            client.clear()
+            reply = client.init([600, 400, 80, 80], stamp(0, base))  # 19 buffered frames to catch up on
+            assert reply.success, reply.message
+            wait_until(lambda: client.debug_images, 30, "a debug image while catching up")
+            if cycle % 2 == 0:
+                assert client.stop_tracking().success
+                ended = "stopped track"
+            else:
+                assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+                assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
+                assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+                assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+                client.wait_for_services(30)
+                ended = "deactivated"
+            time.sleep(0.5)  # anything still in flight arrives
+            statuses = client.snapshot()[1]
+            last_of_track = [m for m in statuses if m.track_id == reply.track_id or ended in m.message][-1]
+            assert ended in last_of_track.message and last_of_track.state == TrackerStatus.IDLE
+        pub = client.publisher()
+        client.ensure_delivery(lambda: pub.publish(image_msg(frames[0], "rgb8", stamp(0, 900))), stamp(0, 900))
+        reply = client.init([600, 400, 80, 80], stamp(0, 900))
+        assert reply.success, reply.message
+        pub.publish(image_msg(frames[1], "rgb8", stamp(1, 900)))
+        wait_until(lambda: client.snapshot()[0], 30, "a detection after the cycles")
+        assert node.alive()
+    finally:
+        client.close()
+        code = node.stop()
+        log = node.log()
+        print(log)
+    assert code == 0 and "Exception in thread" not in log and "inference thread error" not in log

@@ -174,3 +174,21 @@ def test_fast_publisher_drops_stale_frames_while_services_answer(ros):
     values = {kv.key: kv.value for kv in diag[-1].status[0].values}
     assert int(values["frames_dropped"]) > 0 and float(values["latency_ms_p50"]) > 0
     assert node.alive()
+
+
+def test_diagnostics_report_input_rates_of_fast_cameras(ros):
+    """The rates are counted over the last 5 s, however fast the camera (they were capped at 24 Hz)."""
+    node, client = ros
+    client.stop_tracking()
+    diagnostics = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    tiny = RNG.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    pub = client.publisher()
+    for i in range(200):  # 200 frames well within one 5 s window: at least 40 Hz
+        pub.publish(image_msg(tiny, "bgr8", stamp(i, 700)))
+        time.sleep(0.002)
+    time.sleep(1.5)  # the next 1 Hz diagnostics
+    diag = wait_until(lambda: list(diagnostics), 5, "diagnostics")[-1]
+    rate = float({kv.key: kv.value for kv in diag.status[0].values}["input_rate_hz"])
+    assert rate >= 30.0, rate
+    assert node.alive()

@@ -68,8 +68,11 @@ from mixformer_ros.srv import InitTracker
 
 STATE_NAMES = {TrackerStatus.IDLE: "IDLE", TrackerStatus.TRACKING: "TRACKING", TrackerStatus.LOST: "LOST"}
 
-# Recent latencies/processing times kept for the 1 Hz diagnostics.
-_STATS_WINDOW = 120
+# The 1 Hz diagnostics: latency percentiles over the last frames, rates over the last seconds
+# (enough arrival times kept for cameras up to _MAX_RATE_HZ).
+_LATENCY_WINDOW = 120
+_RATE_WINDOW_S = 5.0
+_MAX_RATE_HZ = 400
 
 
 @dataclass
@@ -137,9 +140,12 @@ class TrackerNode(LifecycleNode):
         self._rejected = 0
         self._received = 0
         self._last_message = ""
-        self._latencies_ms: deque[float] = deque(maxlen=_STATS_WINDOW)
-        self._processed_times: deque[float] = deque(maxlen=_STATS_WINDOW)
-        self._received_times: deque[float] = deque(maxlen=_STATS_WINDOW)
+        self._latencies_ms: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._processed_times: deque[float] = deque(maxlen=int(_RATE_WINDOW_S * _MAX_RATE_HZ))
+        self._received_times: deque[float] = deque(maxlen=int(_RATE_WINDOW_S * _MAX_RATE_HZ))
+        # The worker appends to the latency and processed-time windows while the diagnostics timer
+        # reads them; a lock of their own, so the timer never waits for an inference.
+        self._stats_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -391,9 +397,15 @@ class TrackerNode(LifecycleNode):
         while not self._stop_worker.is_set():
             self._new_frame.wait(timeout=0.1)
             self._new_frame.clear()
-            self._run_jobs()
-            while not self._stop_worker.is_set() and self._active and self._step():
+            try:
                 self._run_jobs()
+                while not self._stop_worker.is_set() and self._active and self._step():
+                    self._run_jobs()
+            except Exception:
+                if not self.context.ok():  # Ctrl-C/SIGTERM shut rclpy down under a frame in hand
+                    return
+                # Anything else must not end inference (and hang ~/init) for the node's life.
+                self.get_logger().error(f"inference thread error, carrying on:\n{traceback.format_exc()}")
 
     def _run_jobs(self) -> None:
         while not self._jobs.empty():
@@ -437,22 +449,23 @@ class TrackerNode(LifecycleNode):
                     failure = f"frame not tracked: {type(exc).__name__}: {exc}"
             if failure:
                 self._last_message = failure
-            else:
-                latency_ms = (time.monotonic() - frame.arrival) * 1000.0
-                self._processed += 1
+                self.get_logger().error(failure, throttle_duration_sec=5.0)
+                self._publish_status(frame.header, failure, track=track)
+                return True
+            latency_ms = (time.monotonic() - frame.arrival) * 1000.0
+            self._processed += 1
+            with self._stats_lock:
                 self._latencies_ms.append(latency_ms)
                 self._processed_times.append(time.monotonic())
-                message = self._update_state(track, result.score)
-                box, score = list(result.box), float(result.score)
-        if failure:
-            self.get_logger().error(failure, throttle_duration_sec=5.0)
-            self._publish_status(frame.header, failure, track=track)
-            return True
-        self._det_pub.publish(make_detection(frame.header, box, score, track.label, track.track_id))
-        self._publish_status(frame.header, message, track=track, latency_ms=latency_ms)
-        # Drawing and sending a full frame costs a few ms of a small CPU: only when someone watches.
-        if self.get_parameter("publish_debug_image").value and self._debug_pub.get_subscription_count():
-            self._publish_debug(frame, box, score, track)
+            message = self._update_state(track, result.score)
+            box, score = list(result.box), float(result.score)
+            # Published under the lock: a ~/stop, ~/init or deactivate that comes meanwhile waits,
+            # so no TRACKING status follows their own and no publisher is destroyed under us.
+            self._det_pub.publish(make_detection(frame.header, box, score, track.label, track.track_id))
+            self._publish_status(frame.header, message, track=track, latency_ms=latency_ms)
+            # Drawing and sending a full frame costs a few ms of a small CPU: only when someone watches.
+            if self.get_parameter("publish_debug_image").value and self._debug_pub.get_subscription_count():
+                self._publish_debug(frame, box, score, track)
         return True
 
     def _update_state(self, track: Track, score: float) -> str:
@@ -604,11 +617,12 @@ class TrackerNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
 
-        def rate(times: deque) -> float:
-            recent = [t for t in times if now - t <= 5.0]
-            return len(recent) / 5.0
+        def rate(times: list[float]) -> float:
+            return sum(1 for t in times if now - t <= _RATE_WINDOW_S) / _RATE_WINDOW_S
 
-        lat = np.array(self._latencies_ms) if self._latencies_ms else np.zeros(1)
+        with self._stats_lock:
+            latencies, processed_times = list(self._latencies_ms), list(self._processed_times)
+        lat = np.array(latencies) if latencies else np.zeros(1)
         track = self._track
         state = STATE_NAMES[track.state] if track else "IDLE"
         status = DiagnosticStatus()
@@ -621,8 +635,8 @@ class TrackerNode(LifecycleNode):
         values = {
             "state": state,
             "track_id": track.track_id if track else "",
-            "input_rate_hz": f"{rate(self._received_times):.2f}",
-            "processed_rate_hz": f"{rate(self._processed_times):.2f}",
+            "input_rate_hz": f"{rate(list(self._received_times)):.2f}",  # this thread appends to it
+            "processed_rate_hz": f"{rate(processed_times):.2f}",
             "latency_ms_p50": f"{float(np.percentile(lat, 50)):.2f}",
             "latency_ms_max": f"{float(lat.max()):.2f}",
             "frames_received": str(self._received),
