@@ -16,7 +16,7 @@ import yaml
 
 from mixformer_ros.ros.launch_config import params_file_for, rviz_config_for
 from mixformer_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS
-from node_harness import Client, NodeProcess
+from node_harness import Client, NodeProcess, wait_until
 from paths import REPO_ROOT, VENV_PYTHON
 
 LAUNCH_FILE = REPO_ROOT / "launch" / "tracker.launch.py"
@@ -139,8 +139,13 @@ def test_installed_launcher_runs_with_the_cpu_config(tmp_path):
     client = Client(DOMAIN, namespace="/launched")
     try:
         client.wait_for_services()
-        subscriptions = client.node.get_subscriber_names_and_types_by_node("mixformer_tracker", "/launched")
-        assert ("/camera/image_raw", ["sensor_msgs/msg/Image"]) in subscriptions
+        # The services come with configure, the subscription with activate just after: wait for
+        # discovery to report it rather than asking once.
+        wait_until(
+            lambda: ("/camera/image_raw", ["sensor_msgs/msg/Image"])
+            in client.node.get_subscriber_names_and_types_by_node("mixformer_tracker", "/launched"),
+            30, "the node's subscription to /camera/image_raw",
+        )
         reply = client.init([0, 0, 10, 10])
         assert not reply.success and "/camera/image_raw" in reply.message
     finally:
