@@ -35,8 +35,28 @@ from mixformer_ros.evaluation.metrics import box_iou
 
 log = logging.getLogger("mixformer_ros.demo")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "demo_tracker.pth.tar"
+DEMO_MODEL = Path("models") / "demo_tracker.pth.tar"
+
+
+def default_checkpoint() -> Path | None:
+    """The shipped demo model: in the source tree, else in the share folder of the install this
+    module was imported from (<prefix>/lib/pythonX.Y/site-packages/mixformer_ros/demo.py), else
+    wherever the ROS package index puts the package."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[1] / DEMO_MODEL]
+    if len(here.parents) > 4:
+        candidates.append(here.parents[4] / "share" / "mixformer_ros" / DEMO_MODEL)
+    for path in candidates:
+        if path.is_file():
+            return path
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        path = Path(get_package_share_directory("mixformer_ros")) / DEMO_MODEL
+    except (ImportError, KeyError, OSError):  # no ROS package index, or the package is not in it
+        return None
+    return path if path.is_file() else None
+
 NAMESPACE = "/mixformer_demo"
 NODE_NAME = "mixformer_tracker"
 
@@ -200,7 +220,7 @@ def _start_node(args, checkpoint: str, log_path: Path) -> subprocess.Popen:
     if args.onnx_model:
         cmd += ["-p", f"onnx_model:={Path(args.onnx_model).resolve()}"]  # the node runs in the repository
     log_file = open(log_path, "w")
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
 
 
 def _wait_for_node(camera: DemoCamera, node: subprocess.Popen, log_path: Path, timeout: float) -> None:
@@ -269,12 +289,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help=f"checkpoint; default {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)} if it exists; 'none' = untrained weights",
+        help=f"checkpoint; default the shipped {DEMO_MODEL} when found; 'none' = untrained weights",
     )
     p.add_argument("--onnx-model", default="", help="ONNX model for --backend onnxruntime")
     p.add_argument("--preset", default="demo", help="tracker preset of the node")
     p.add_argument("--buffer", type=int, default=30, help="frame_buffer_size of the node")
-    p.add_argument("--output-dir", type=Path, default=REPO_ROOT / "outputs")
+    p.add_argument("--output-dir", type=Path, default=Path("outputs"), help="created in the current folder")
     p.add_argument("--node-timeout", type=float, default=180.0, help="seconds to wait for the node to load its model")
     return p.parse_args(argv)
 
@@ -286,18 +306,17 @@ def _resolve_checkpoint(args) -> str:
         if not Path(args.checkpoint).is_file():
             raise SystemExit(f"checkpoint not found: {args.checkpoint}")
         return str(Path(args.checkpoint).resolve())
-    if DEFAULT_CHECKPOINT.is_file():
-        return str(DEFAULT_CHECKPOINT)
-    return ""
+    shipped = default_checkpoint()
+    return str(shipped) if shipped else ""
 
 
 def _loud_untrained_warning() -> None:
     bar = "!" * 78
     log.warning(
         "\n%s\n!!  NO CHECKPOINT: the demo runs MixFormerV2 with UNTRAINED random weights.\n"
-        "!!  The boxes will not follow the target. Train or fetch one and pass --checkpoint,\n"
-        "!!  or place it at %s.\n%s",
-        bar, DEFAULT_CHECKPOINT.relative_to(REPO_ROOT), bar,
+        "!!  The boxes will not follow the target. Pass --checkpoint (by default the demo\n"
+        "!!  takes the shipped %s when it finds it).\n%s",
+        bar, DEMO_MODEL, bar,
     )
 
 

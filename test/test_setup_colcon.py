@@ -81,6 +81,7 @@ def test_install_tree_has_interfaces_launchers_and_share_files(workspace):
     share = prefix / "share" / "mixformer_ros"
     assert (share / "package.xml").read_text() == (REPO_ROOT / "package.xml").read_text()
     assert (share / "msg" / "TrackerStatus.msg").is_file() and (share / "srv" / "InitTracker.srv").is_file()
+    assert (share / "models" / "demo_tracker.pth.tar").read_bytes() == (REPO_ROOT / "models" / "demo_tracker.pth.tar").read_bytes()
     for folder in ("launch", "config"):
         shipped = sorted(p.name for p in (REPO_ROOT / folder).iterdir() if p.name != ".gitkeep")
         installed = sorted(p.name for p in (share / folder).iterdir())
@@ -100,12 +101,16 @@ def test_sourced_workspace_imports_from_the_install_tree(workspace):
         "from mixformer_ros.srv import InitTracker\n"
         "from vision_msgs.msg import Detection2D\n"
         "from ament_index_python.packages import get_package_share_directory\n"
+        "from mixformer_ros.demo import default_checkpoint\n"
         "print(mixformer_ros.__file__)\n"
         "print(TrackerStatus.__module__, list(InitTracker.Request.get_fields_and_field_types()))\n"
-        "print(get_package_share_directory('mixformer_ros'))\n",
+        "print(get_package_share_directory('mixformer_ros'))\n"
+        "print(default_checkpoint())\n",
     )
-    package_file, types_line, share_dir = out.strip().split("\n")
+    package_file, types_line, share_dir, demo_model = out.strip().split("\n")
     install = str(workspace / "install" / "mixformer_ros")
     assert package_file.startswith(install), package_file
     assert types_line == "mixformer_ros.msg._tracker_status ['roi', 'stamp', 'label']"
     assert share_dir == f"{install}/share/mixformer_ros"
+    # The installed demo finds the shipped model in the workspace, not in a source tree.
+    assert demo_model == f"{share_dir}/models/demo_tracker.pth.tar"
