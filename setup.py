@@ -22,6 +22,8 @@ setup(
     # Namespace discovery also picks up data-only folders (e.g. training/configs).
     packages=find_namespace_packages(include=["mixformer_ros", "mixformer_ros.*"], exclude=["*.__pycache__"]),
     package_data={"": ["*.xml", "*.yaml", "*.yml", "*.json", "*.txt"]},
+    # Where colcon puts it too: <prefix>/share/mixformer_ros/models (mixformer_ros.demo looks there).
+    data_files=[("share/mixformer_ros/models", ["models/demo_tracker.pth.tar", "models/MODEL_CARD.md"])],
     install_requires=[
         "numpy>=1.26",
         "torch>=2.1",

@@ -88,6 +88,7 @@ def test_pip_wheel_holds_the_whole_python_package(tmp_path):
     shutil.copy2(REPO_ROOT / "setup.py", src)
     shutil.copy2(REPO_ROOT / "package.xml", src)
     shutil.copytree(REPO_ROOT / "mixformer_ros", src / "mixformer_ros", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO_ROOT / "models", src / "models")
     result = subprocess.run(
         [str(VENV_PYTHON), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
         capture_output=True, text=True, timeout=300,
@@ -103,6 +104,8 @@ def test_pip_wheel_holds_the_whole_python_package(tmp_path):
         if p.is_file()
     }
     assert shipped - names == set(), f"files missing from the wheel: {sorted(shipped - names)}"
+    # The demo model goes where mixformer_ros.demo looks in an install: <prefix>/share/mixformer_ros/models.
+    assert any(n.endswith(".data/data/share/mixformer_ros/models/demo_tracker.pth.tar") for n in names)
     assert "mixformer-tracker-node = mixformer_ros.tracker_node:main" in entry_points
 
 
