@@ -4,7 +4,10 @@ The S network is exported once for the module (on the fly, through build_tracker
 and the other S tests reuse that cache; B is exported once for its own tracker test.
 """
 import json
+import logging
+import os
 import shutil
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -14,7 +17,7 @@ import torch
 from parity import fixture_state_dict, load_npz, video_rgb, write_fixture_checkpoint
 from mixformer_ros.backends import export
 from mixformer_ros.backends.onnxruntime_backend import OnnxModelError, OnnxRuntimeBackend
-from mixformer_ros.model import build_mixformerv2, load_model
+from mixformer_ros.model import MixFormerV2Config, build_mixformerv2, load_model
 from mixformer_ros.tracking import build_tracker
 
 pytestmark = pytest.mark.timeout(900)
@@ -156,18 +159,50 @@ def test_missing_corrupt_or_mismatched_onnx_model_is_a_clear_error(export_dir_S,
         OnnxRuntimeBackend(broken)
     with pytest.raises(OnnxModelError, match="exported for"):
         build_tracker(variant="B", backend="onnxruntime", backend_options={"onnx_model": str(export_dir_S)})
+    with pytest.raises(OnnxModelError, match="exported from other weights than the tracker's checkpoint"):
+        OnnxRuntimeBackend.from_model(build_mixformerv2("S"), onnx_model=export_dir_S)  # same shape, other weights
     if "CUDAExecutionProvider" not in ort.get_available_providers():  # the CPU-only install's message
         with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
             OnnxRuntimeBackend(export_dir_S, device="cuda")
     with pytest.raises(ValueError, match="unknown device"):
         OnnxRuntimeBackend(export_dir_S, device="tpu")
     net = build_mixformerv2("S")
-    with pytest.raises(ValueError, match="fp16 graphs are for CUDA"):
-        OnnxRuntimeBackend.from_model(net, precision="fp16")
+    for cpu in ("cpu", "cpu:0"):
+        with pytest.raises(ValueError, match="fp16 graphs are for CUDA"):
+            OnnxRuntimeBackend.from_model(net, device=cpu, precision="fp16")
     with pytest.raises(ValueError, match="int8 .* CPU path"):
         OnnxRuntimeBackend.from_model(net, device="cuda", precision="int8")
     with pytest.raises(ValueError, match="unknown precision"):
         OnnxRuntimeBackend.from_model(net, precision="bf16")
+
+
+def test_an_onnx_folder_alone_brings_the_weights(export_dir_S):
+    """Deployment with the export only: no checkpoint, the variant gives the shape, no untrained warning."""
+    trk = build_tracker(variant="S", backend="onnxruntime", num_threads=2,
+                        backend_options={"onnx_model": str(export_dir_S)})
+    np.testing.assert_allclose(run_video(trk), load_npz("tracker_S.npz")["real__out_boxes_xywh"], rtol=0, atol=1e-3)
+
+
+def test_a_damaged_cached_export_is_made_again_and_leftovers_are_swept(tmp_path, caplog):
+    small = MixFormerV2Config(depth=1, embed_dim=64, num_heads=1, mlp_ratio=1.0, template_size=32, search_size=64,
+                              patch_size=16, num_bins=16)
+    model = build_mixformerv2(small)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # refused before any export work
+        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+            OnnxRuntimeBackend.from_model(model, device="cuda", cache_dir=tmp_path)
+        assert not any(tmp_path.iterdir())
+    folder = export.cached_export(model, "fp32", tmp_path)
+    (folder / "predictor.onnx").write_bytes(b"")  # a graph emptied by a power cut
+    leftover = tmp_path / f".{folder.name}.killed"  # the temporary folder of an export killed long ago
+    leftover.mkdir()
+    old = time.time() - 2 * export.STALE_EXPORT_S
+    os.utime(leftover, (old, old))
+    with caplog.at_level(logging.WARNING):
+        backend = OnnxRuntimeBackend.from_model(model, cache_dir=tmp_path)
+    assert "does not load" in caplog.text and "exporting it again" in caplog.text
+    assert (folder / "predictor.onnx").stat().st_size > 0 and not leftover.exists()
+    backend.set_templates(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
+    assert np.all(np.isfinite(backend.predict(np.zeros((64, 64, 3), np.uint8))[0]))
 
 
 def test_int8_derived_from_cached_fp32_and_tracks(export_dir_S, cache_dir):

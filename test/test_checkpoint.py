@@ -1,4 +1,6 @@
 """Checkpoint loading: official layout, bare state_dict, our own format, and clear failures."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -45,6 +47,18 @@ def test_own_format_records_its_config(tmp_path):
     loaded = load_model(checkpoint=path)  # num_heads=3 is not inferable from shapes: the record supplies it
     assert loaded.config == cfg and same_weights(loaded, model.state_dict())
     assert not (tmp_path / "student.pth.tar.tmp").exists()
+
+
+def test_a_head_count_guessed_from_shapes_is_said_aloud(caplog):
+    """Widths other than the released 768 may not have 64-wide heads; the shapes cannot tell."""
+    with caplog.at_level(logging.WARNING):
+        assert load_model(state_dict=fixture_state_dict("S")).config.num_heads == 12
+    assert "guessing" not in caplog.text  # the released width: 12 heads of 64
+    narrow = build_mixformerv2(MixFormerV2Config(depth=1, embed_dim=128, num_heads=4, mlp_ratio=1.0,
+                                                 template_size=32, search_size=64, num_bins=16))
+    with caplog.at_level(logging.WARNING):
+        assert load_model(state_dict=narrow.state_dict()).config.num_heads == 2
+    assert "guessing 2 attention head(s) for width 128" in caplog.text
 
 
 def test_missing_file_is_named(tmp_path):

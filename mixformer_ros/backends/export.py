@@ -16,6 +16,7 @@ Run ``python -m mixformer_ros.backends.export --help``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
@@ -48,6 +49,8 @@ PRECISIONS = ("fp32", "int8", "fp16")
 ORT_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators
 # Parity of an fp32 export against PyTorch (normalised box units); above it the export is refused.
 FP32_BOX_TOLERANCE = 1e-4
+# A temporary export folder older than this is left from a killed export (exports take minutes).
+STALE_EXPORT_S = 3600
 
 
 class ExportError(RuntimeError):
@@ -140,11 +143,12 @@ def example_inputs(model: MixFormerV2, batch: int = 1, seed: int = 0) -> dict[st
     return crops
 
 
-def weights_hash(model: MixFormerV2, precision: str, opset: int = OPSET) -> str:
-    """Key of an export: every tensor of the state_dict, the config, opset, precision and format/tool versions."""
+def weights_hash(model: MixFormerV2, precision: str, opset: int = OPSET, torch_version: str | None = None) -> str:
+    """Key of an export: every tensor of the state_dict, the config, opset, precision and format/tool
+    versions (this torch's unless ``torch_version`` names the exporting one, to check an older export)."""
     h = hashlib.sha256()
     meta = {"config": model.config.to_dict(), "opset": opset, "precision": precision, "format": EXPORT_FORMAT,
-            "torch": torch.__version__}
+            "torch": torch_version or torch.__version__}
     h.update(json.dumps(meta, sort_keys=True).encode())
     for key, tensor in sorted(model.state_dict().items()):
         h.update(key.encode())
@@ -343,6 +347,12 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
             "that folder as onnx_model"
         )
     source = cached_export(model, "fp32", cache_dir, opset, kinds) if precision != "fp32" else None
+    # Exports killed midway (SIGKILL, or SIGTERM before Python's cleanup) leave their temporary
+    # folders behind, hundreds of MB each for B; one this old belongs to no running export.
+    for leftover in folder.parent.glob(f".{folder.name}.*"):
+        with contextlib.suppress(OSError):  # another process may be removing it right now
+            if time.time() - leftover.stat().st_mtime > STALE_EXPORT_S:
+                shutil.rmtree(leftover)
     log.info("exporting MixFormerV2 to ONNX (%s) into %s; this happens once per checkpoint", precision, folder)
     export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
     return folder

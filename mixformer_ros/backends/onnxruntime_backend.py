@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..model import MixFormerV2
 from ..tracking.backend import run_once_on_blank_crops
-from .export import GRAPH_FILES, MANIFEST, PRECISIONS, cached_export
+from .export import GRAPH_FILES, MANIFEST, PRECISIONS, cached_export, weights_hash
 
 log = logging.getLogger(__name__)
 EXPORT_COMMAND = "python -m mixformer_ros.backends.export"
@@ -160,22 +161,42 @@ class OnnxRuntimeBackend:
     @classmethod
     def from_model(cls, model: MixFormerV2, device: str = "cpu", precision: str = "fp32",
                    onnx_model: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                   num_threads: int | None = None, encoder_threads: int | None = None) -> "OnnxRuntimeBackend":
-        """Use ``onnx_model`` when given (its config must match ``model``); otherwise export ``model``
-        into the cache (keyed by weights, config, opset and precision) once and load that."""
+                   num_threads: int | None = None, encoder_threads: int | None = None,
+                   verify_weights: bool = True) -> "OnnxRuntimeBackend":
+        """Use ``onnx_model`` when given (its config, and with ``verify_weights`` its weights, must
+        match ``model``'s); otherwise export ``model`` into the cache (keyed by weights, config,
+        opset and precision) once and load that. ``verify_weights=False`` is for a ``model`` that
+        only carries the shape, the ONNX folder being the weights' only source."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r} for onnxruntime; expected one of {list(PRECISIONS)}")
-        if precision == "int8" and device != "cpu":
+        on_cpu = device.partition(":")[0] == "cpu"
+        if precision == "int8" and not on_cpu:
             raise ValueError("int8 (dynamic quantisation) is a CPU path; use fp16 or fp32 on CUDA")
-        if precision == "fp16" and device == "cpu":
+        if precision == "fp16" and on_cpu:
             raise ValueError("fp16 graphs are for CUDA/TensorRT; on the CPU use fp32 or int8")
+        execution_providers(device)  # an unusable device fails now, not after a minute of export
         if onnx_model is None:
             onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir)
-        backend = cls(onnx_model, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
-        if backend.manifest["config"] != model.config.to_dict():
+            try:
+                backend = cls(onnx_model, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
+            except OnnxModelError as exc:  # e.g. a graph truncated by a power cut: the cache is ours to redo
+                log.warning("cached export %s does not load (%s); exporting it again", onnx_model, exc)
+                shutil.rmtree(onnx_model, ignore_errors=True)
+                onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir)
+                backend = cls(onnx_model, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
+        else:
+            backend = cls(onnx_model, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
+        manifest = backend.manifest
+        if manifest["config"] != model.config.to_dict():
             raise OnnxModelError(
-                f"{onnx_model} was exported for {backend.manifest['config']}, but the tracker's network is "
+                f"{onnx_model} was exported for {manifest['config']}, but the tracker's network is "
                 f"{model.config.to_dict()}; export this checkpoint instead"
+            )
+        if verify_weights and "weights_sha256" in manifest and manifest["weights_sha256"] != weights_hash(
+                model, backend.precision, manifest.get("opset"), manifest.get("torch")):
+            raise OnnxModelError(
+                f"{onnx_model} was exported from other weights than the tracker's checkpoint; export this "
+                f"checkpoint ({EXPORT_COMMAND}), or leave onnx_model empty to export it into the cache"
             )
         if backend.precision != precision:
             log.warning("%s holds %s graphs; precision=%r is ignored", onnx_model, backend.precision, precision)

@@ -3,6 +3,7 @@ format ({'net': state_dict, 'config': {...}, 'format': ...}). Loading is always
 ``torch.load(weights_only=True)``; every failure names the file and the offending keys."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -14,6 +15,8 @@ from .config import MixFormerV2Config
 from .network import MixFormerV2, build_mixformerv2
 
 CHECKPOINT_FORMAT = "mixformer_ros/1"
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -70,6 +73,12 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], num_heads: int |
         num_bins = state_dict["box_head.layers.1.0.weight"].shape[0]
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"cannot infer the network shape from the state_dict: missing {exc}") from exc
+    if num_heads is None and embed_dim != 768:
+        # The released networks are 768 wide with 64-wide heads; for others the guess may be wrong,
+        # and a wrong head count loads without error and computes something else.
+        log.warning("the checkpoint records no config: guessing %d attention head(s) for width %d; pass a "
+                    "config or save the file with save_checkpoint so it records its own",
+                    max(1, embed_dim // 64), embed_dim)
     return MixFormerV2Config(
         depth=depth,
         embed_dim=embed_dim,

@@ -30,7 +30,8 @@ def build_tracker(
 
     ``variant`` ("S"/"B") fixes the network shape; with a checkpoint it may be omitted (the shape
     comes from the file's config record or its tensor shapes). Without weights the network is
-    randomly initialised, which is only useful for plumbing tests, and a warning says so.
+    randomly initialised, which is only useful for plumbing tests, and a warning says so, unless
+    ``backend_options["onnx_model"]`` brings the weights (an ONNX-only deployment).
     ``settings_overrides`` (search_factor, update_interval, template_factor, max_score_decay)
     override the preset.
     """
@@ -39,15 +40,20 @@ def build_tracker(
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         torch.set_num_threads(num_threads)
     config: MixFormerV2Config | None = variant_config(variant) if variant else None
-    if checkpoint is not None or state_dict is not None:
+    options = dict(backend_options or {})
+    weights_given = checkpoint is not None or state_dict is not None
+    if weights_given:
         model = load_model(checkpoint=checkpoint, state_dict=state_dict, config=config)
     else:
         if config is None:
             raise ValueError("give a variant ('S' or 'B'), a checkpoint or a state_dict")
-        log.warning("NO CHECKPOINT GIVEN: MixFormerV2-%s runs with UNTRAINED random weights; its boxes are meaningless", variant)
+        if backend == "onnxruntime" and options.get("onnx_model"):
+            options.setdefault("verify_weights", False)  # the ONNX folder is the weights' only source
+        else:
+            log.warning("NO CHECKPOINT GIVEN: MixFormerV2-%s runs with UNTRAINED random weights; its boxes are "
+                        "meaningless", variant)
         model = build_mixformerv2(config)
     settings = preset_settings(preset, model.config).replace(**settings_overrides)
-    options = dict(backend_options or {})
     if backend == "onnxruntime" and num_threads is not None:
         options.setdefault("num_threads", num_threads)
     runner = create_backend(backend, model, device=device, precision=precision, **options)
