@@ -35,6 +35,8 @@ def test_bare_and_ddp_prefixed_state_dicts_load(tmp_path):
     ddp = tmp_path / "ddp.pth"
     torch.save({"net": {"module." + k: v for k, v in fixture_state_dict("S").items()}}, ddp)
     assert same_weights(load_model(checkpoint=ddp), fixture_state_dict("S"))
+    in_memory = {"module." + k: v for k, v in fixture_state_dict("S").items()}  # e.g. a DDP model's state_dict()
+    assert same_weights(load_model(state_dict=in_memory), fixture_state_dict("S"))
 
 
 def test_own_format_records_its_config(tmp_path):

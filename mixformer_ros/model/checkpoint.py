@@ -135,6 +135,8 @@ def load_model(
                 f"{source} is a '{extra['format']}' file from training, not a tracker network "
                 f"('{CHECKPOINT_FORMAT}' or an official file); track with the run's model.pth.tar"
             )
+    else:
+        state_dict = strip_prefix(state_dict, "module.")  # as read_checkpoint does for files
     cfg = config if config is not None else (recorded or config_from_state_dict(state_dict))
     model = build_mixformerv2(cfg)
     load_weights(model, state_dict, source)
