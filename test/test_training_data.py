@@ -7,6 +7,7 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from mixformer_ros.tracking.geometry import map_box_back, sample_target
 from mixformer_ros.training.data import (COCOReader, CropConfig, DataPathError, FrameReadError, GOT10kReader,
@@ -118,6 +119,29 @@ def test_sampler_respects_gap_order_and_visibility():
         assert t0.sequence is s.sequence and pair.positive
         assert t1.index <= t0.index < s.index <= t0.index + 5 and t0.index - t1.index <= 5
         assert all(ref.sequence.visible[ref.index] for ref in (t0, t1, s))
+
+
+def test_negatives_come_from_another_sequence():
+    two = SyntheticDataset(SyntheticConfig(num_sequences=2, num_frames=12, frame_size=(96, 80), seed=5))
+    sampler = PairSampler([two], cfg=SamplerConfig(negative_probability=1.0, max_gap=5))
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        pair = sampler.sample(rng)
+        assert not pair.positive and pair.search.sequence.name != pair.templates[0].sequence.name
+    one = SyntheticDataset(SyntheticConfig(num_sequences=1, num_frames=12, frame_size=(96, 80), seed=5))
+    with pytest.raises(ValueError, match="at least two sequences"):
+        PairSampler([one], cfg=SamplerConfig(negative_probability=0.5))
+
+
+def test_gray_pairs_stay_gray_under_the_brightness_jitter():
+    sampler = PairSampler([SyntheticDataset(SMALL_SYNTH)], cfg=SamplerConfig(max_gap=6))
+    data = PairDataset(sampler, CropConfig(template_size=32, search_size=64, grayscale_probability=1.0),
+                       samples_per_epoch=8)
+    for i in range(8):
+        sample = data[i]
+        for crop in ("template", "online_template", "search"):
+            channels = sample[crop]  # (3, H, W) uint8
+            assert torch.equal(channels[0], channels[1]) and torch.equal(channels[1], channels[2]), crop
 
 
 def test_crop_target_box_inverts_the_trackers_map_back():

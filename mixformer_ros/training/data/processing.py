@@ -67,7 +67,9 @@ def _augment(crops: list[np.ndarray], cfg: CropConfig, rng: np.random.Generator)
         if gray:
             c = np.repeat(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         if cfg.brightness_jitter > 0:
-            gain = rng.uniform(1 - cfg.brightness_jitter, 1 + cfg.brightness_jitter, size=3).astype(np.float32)
+            # One gain per channel (see docs/training.md), but one for all three on a gray crop, which stays gray.
+            gain = rng.uniform(1 - cfg.brightness_jitter, 1 + cfg.brightness_jitter, size=1 if gray else 3)
+            gain = gain.astype(np.float32)
             c = np.clip(c.astype(np.float32) * gain, 0, 255).astype(np.uint8)
         out.append(c)
     return out

@@ -57,32 +57,40 @@ class PairSampler:
         w = np.asarray(weights if weights is not None else [1.0] * len(datasets), np.float64)
         if len(w) != len(datasets) or (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"dataset weights {list(w)} do not match {len(datasets)} datasets or are not positive")
+        if cfg.negative_probability > 0 and sum(len(ds) for ds, p in zip(datasets, w) if p > 0) < 2:
+            raise ValueError("negative pairs need at least two sequences to draw from")
         self.datasets = datasets
         self.probs = w / w.sum()
         self.cfg = cfg
 
-    def _draw_sequence(self, rng: np.random.Generator) -> Sequence:
-        ds = self.datasets[rng.choice(len(self.datasets), p=self.probs)]
-        return ds[int(rng.integers(len(ds)))]
+    def _draw_sequence(self, rng: np.random.Generator) -> tuple[tuple[int, int], Sequence]:
+        """A sequence and its (dataset, index) key: readers may build a new object on every call."""
+        d = int(rng.choice(len(self.datasets), p=self.probs))
+        i = int(rng.integers(len(self.datasets[d])))
+        return (d, i), self.datasets[d][i]
+
+    def _negative_search(self, key: tuple[int, int], rng: np.random.Generator) -> FrameRef:
+        """A visible target of another sequence than ``key``'s."""
+        for _ in range(self.cfg.max_attempts):
+            other_key, other = self._draw_sequence(rng)
+            vis = np.flatnonzero(other.visible)
+            if other_key != key and len(vis):
+                j = int(rng.choice(vis))
+                return FrameRef(other, j, other.boxes[j])
+        raise RuntimeError(f"no other sequence with a visible target after {self.cfg.max_attempts} draws")
 
     def sample(self, rng: np.random.Generator) -> PairSample:
         cfg = self.cfg
         for _ in range(cfg.max_attempts):
-            seq = self._draw_sequence(rng)
+            key, seq = self._draw_sequence(rng)
             pair = self._sample_in_sequence(seq, rng)
             if pair is None:
                 continue
             templates, search = pair
-            positive = True
             if cfg.negative_probability > 0 and rng.random() < cfg.negative_probability:
-                other = self._draw_sequence(rng)
-                vis = np.flatnonzero(other.visible)
-                if len(vis) and other is not seq:
-                    # A negative: the search crop comes from a different sequence's target.
-                    j = int(rng.choice(vis))
-                    search = FrameRef(other, j, other.boxes[j])
-                    positive = False
-            return PairSample(templates, search, positive)
+                # A negative: the search crop shows another sequence's target.
+                return PairSample(templates, self._negative_search(key, rng), positive=False)
+            return PairSample(templates, search, positive=True)
         raise RuntimeError(
             f"no valid pair after {cfg.max_attempts} attempts: the datasets have too few frames with a visible target"
         )
