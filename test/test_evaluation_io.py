@@ -1,6 +1,7 @@
 """Sequence readers, result files, the OpenCV runners and the evaluation command line."""
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def test_cli_run_metrics_and_compare(tmp_path):
     assert (results / "kcf" / "times" / "Crossing_time.txt").exists()
 
     metrics = _cli("metrics", results / "kcf", "--output-format", "csv", *common)
-    assert metrics.stdout.startswith("sequence,frames,kcf AUC,kcf Prec@20")
+    assert metrics.stdout.startswith("sequence,scored frames,kcf AUC,kcf Prec@20")
     sequences = [load_sequence(SOT_DIR / "Crossing"), load_sequence(SOT_DIR / "wakeboard10")]
     ours = evaluate_tracker_dir(results / "kcf", sequences)
     assert f"{ours.overall['success_auc']:.3f}" in metrics.stdout
@@ -184,6 +185,22 @@ def test_cli_run_metrics_and_compare(tmp_path):
         assert (out / name).stat().st_size > 0
     assert cv2.imread(str(out / "success_plot.png")) is not None
     assert "csrt_default" in (out / "summary.md").read_text()
+
+    # Another toolkit's result set (no times) under the same folder name: told apart, strict JSON.
+    other = tmp_path / "other" / "kcf"
+    other.mkdir(parents=True)
+    for name in ("Crossing.txt", "wakeboard10.txt"):
+        (other / name).write_bytes((results / "kcf" / name).read_bytes())
+    report = _cli("metrics", results / "kcf", other, "--output-format", "json", *common).stdout
+    payload = json.loads(report, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
+    assert set(payload) == {"results/kcf", "other/kcf"}
+    assert payload["other/kcf"]["overall"]["fps"] is None and payload["results/kcf"]["overall"]["fps"] > 0
+
+    # A result cut short (a run killed while writing, by an older version) is run again, not reused.
+    lines = (results / "kcf" / "Crossing.txt").read_text().splitlines(keepends=True)
+    (results / "kcf" / "Crossing.txt").write_text("".join(lines[:50]))
+    _cli("run", "--tracker", "kcf", "--results", results, *common)
+    assert len((results / "kcf" / "Crossing.txt").read_text().splitlines()) == 120
 
 
 def test_frame_step_shows_the_tracker_every_kth_frame_and_holds_the_box_between(tmp_path):

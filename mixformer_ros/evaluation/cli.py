@@ -100,7 +100,7 @@ def _print_tables(evaluations, out_dir: Path | None, fmt: str) -> None:
             }
             for ev in evaluations
         }
-        text = json.dumps(payload, indent=1)
+        text = json.dumps(payload, indent=1, allow_nan=False)
     elif fmt == "csv":
         text = to_csv(per_seq) + "\n" + to_csv(summary)
     else:
@@ -115,12 +115,15 @@ def _print_tables(evaluations, out_dir: Path | None, fmt: str) -> None:
 
 
 def _jsonable(metrics: dict) -> dict:
-    out = {}
-    for key, value in metrics.items():
-        if key == "ious":
-            continue
-        out[key] = value.tolist() if isinstance(value, np.ndarray) else value
-    return out
+    """Plain JSON values; a number that is not one (NaN: no frames, no times) becomes null."""
+    def plain(value):
+        if isinstance(value, np.ndarray):
+            return [plain(v) for v in value.tolist()]
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        return value
+
+    return {key: plain(value) for key, value in metrics.items() if key != "ious"}
 
 
 def cmd_run(args) -> int:
@@ -132,16 +135,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _evaluate_dirs(args, sequences) -> list:
+    """One evaluation per results folder, each under a name of its own (the folder's, with its
+    parent's when two folders share a name: results/csrt and old/csrt)."""
+    dirs = [Path(d).resolve() for d in args.result_dirs]
+    names = [d.name for d in dirs]
+    if len(set(names)) < len(names):
+        names = [f"{d.parent.name}/{d.name}" for d in dirs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"results folders {[str(d) for d in args.result_dirs]} cannot be told apart by name")
+    return [evaluate_tracker_dir(d, sequences, args.invalid, name=n) for d, n in zip(dirs, names)]
+
+
 def cmd_metrics(args) -> int:
     sequences = _sequences(args)
-    evaluations = [evaluate_tracker_dir(d, sequences, args.invalid) for d in args.result_dirs]
+    evaluations = _evaluate_dirs(args, sequences)
     _print_tables(evaluations, args.out, args.output_format)
     return 0
 
 
 def cmd_compare(args) -> int:
     sequences = _sequences(args)
-    evaluations = [evaluate_tracker_dir(d, sequences, args.invalid) for d in args.result_dirs]
+    evaluations = _evaluate_dirs(args, sequences)
     _print_tables(evaluations, args.out, "md")
     written = plot_curves(evaluations, args.out, title=args.title)
     for path in written.values():

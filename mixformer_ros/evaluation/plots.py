@@ -36,9 +36,10 @@ def plot_curves(evaluations: list[Evaluation], out_dir: Path, title: str = "", d
     for kind, (xs, curve_key, score_key, xlabel, ylabel, name, score_label) in specs.items():
         fig, ax = plt.subplots(figsize=(5.0, 4.0))
         ranked = sorted(evaluations, key=lambda ev: -np.nan_to_num(ev.overall[score_key], nan=-1.0))
-        for ev in ranked:
+        for i, ev in enumerate(ranked):
             label = f"{ev.tracker} [{score_label} {ev.overall[score_key]:.3f}]"
-            ax.plot(xs, ev.overall[curve_key], linewidth=2, label=label)
+            # Matplotlib's colour cycle has 10 colours: the line style tells the next ten apart.
+            ax.plot(xs, ev.overall[curve_key], linewidth=2, linestyle=("-", "--", ":", "-.")[i // 10 % 4], label=label)
         ax.set_xlim(xs[0], xs[-1])
         ax.set_ylim(0.0, 1.0)
         ax.set_xlabel(xlabel)

@@ -78,7 +78,7 @@ def evaluate_results(
     evaluation.overall = aggregate_ope(scored)
     got = aggregate_got10k(scored)
     evaluation.overall.update(ao=got["ao"], sr50=got["sr50"], sr75=got["sr75"])
-    all_times = [_update_times(r.times) for r in results]
+    all_times = [_update_times(by_name[seq.name].times) for seq in sequences]  # the scored ones only
     frames = sum(len(t) for t in all_times)
     total = float(sum(np.sum(t) for t in all_times))
     evaluation.overall["fps"] = frames / total if total > 0 else float("nan")
@@ -86,12 +86,13 @@ def evaluate_results(
 
 
 def evaluate_tracker_dir(
-    tracker_dir: Path, sequences: list[Sequence], invalid: str = "exclude"
+    tracker_dir: Path, sequences: list[Sequence], invalid: str = "exclude", name: str | None = None
 ) -> Evaluation:
-    """Score a results folder written by :func:`runners.run_dataset` (or by another toolkit)."""
-    tracker_dir = Path(tracker_dir)
+    """Score a results folder written by :func:`runners.run_dataset` (or by another toolkit);
+    ``name`` (default: the folder's) labels it in tables and plots."""
+    tracker_dir = Path(tracker_dir).resolve()
     results = [read_result(tracker_dir, seq.name) for seq in sequences]
-    return evaluate_results(tracker_dir.name, results, sequences, invalid)
+    return evaluate_results(name or tracker_dir.name, results, sequences, invalid)
 
 
 def _cell(value: float, key: str) -> str:
@@ -110,7 +111,7 @@ def summary_rows(evaluations: list[Evaluation], keys=SCALAR_KEYS + ("ao", "fps")
 
 def per_sequence_rows(evaluations: list[Evaluation], keys=("success_auc", "precision")) -> list[list[str]]:
     """Header + one row per sequence, with each tracker's ``keys`` side by side."""
-    header = ["sequence", "frames"]
+    header = ["sequence", "scored frames"]
     for ev in evaluations:
         header += [f"{ev.tracker} {COLUMN_TITLES.get(k, k)}" for k in keys]
     names = list(evaluations[0].per_sequence) if evaluations else []
@@ -128,9 +129,11 @@ def per_sequence_rows(evaluations: list[Evaluation], keys=("success_auc", "preci
 
 
 def to_markdown(rows: list[list[str]]) -> str:
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
     header, body = rows[0], rows[1:]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
+    lines = [line(header), "|" + "---|" * len(header)] + [line(r) for r in body]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ gives bit-identical floats; reports can be recomputed from the files without rer
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +36,18 @@ def _fmt(value: float) -> str:
     return "nan" if np.isnan(value) else repr(value)
 
 
-def write_column(path: Path, values) -> None:
-    """One number per line."""
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary sibling and rename: an interrupted run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(_fmt(v) + "\n" for v in np.asarray(values, dtype=np.float64).ravel()))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_column(path: Path, values) -> None:
+    """One number per line."""
+    _write_text(path, "".join(_fmt(v) + "\n" for v in np.asarray(values, dtype=np.float64).ravel()))
 
 
 def read_column(path: Path) -> np.ndarray:
@@ -51,9 +59,7 @@ def read_column(path: Path) -> np.ndarray:
 def write_boxes(path: Path, boxes) -> None:
     """``x,y,w,h`` per line, comma separated, as got10k and pysot write them."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(",".join(_fmt(v) for v in row) + "\n" for row in boxes))
+    _write_text(path, "".join(",".join(_fmt(v) for v in row) + "\n" for row in boxes))
 
 
 def read_boxes(path: Path) -> np.ndarray:
@@ -74,13 +80,14 @@ def result_paths(tracker_dir: Path, sequence: str) -> dict[str, Path]:
 
 
 def write_result(tracker_dir: Path, result: SequenceResult) -> Path:
-    """Write boxes (and times / scores when present); returns the boxes file."""
+    """Write times / scores when present, then the boxes (last: their file marks the result done);
+    returns the boxes file."""
     paths = result_paths(tracker_dir, result.name)
-    write_boxes(paths["boxes"], result.boxes)
     if result.times is not None:
         write_column(paths["times"], result.times)
     if result.scores is not None:
         write_column(paths["scores"], result.scores)
+    write_boxes(paths["boxes"], result.boxes)
     return paths["boxes"]
 
 

@@ -212,11 +212,14 @@ def run_dataset(
         iterator = tqdm(sequences, desc=Path(tracker_dir).name, unit="seq")
     for seq in iterator:
         if not overwrite and has_result(tracker_dir, seq.name):
-            log.info("%s: reusing %s", seq.name, tracker_dir)
             result = read_result(tracker_dir, seq.name)
-            _check_frame_step(result, frame_step, tracker_dir)
-            results.append(result)
-            continue
+            if len(result.boxes) == len(seq):
+                log.info("%s: reusing %s", seq.name, tracker_dir)
+                _check_frame_step(result, frame_step, tracker_dir)
+                results.append(result)
+                continue
+            log.warning("%s: the existing result has %d boxes for %d frames; running it again",
+                        seq.name, len(result.boxes), len(seq))
         if not hasattr(tracker, "update"):
             tracker = tracker()
         result = run_sequence(tracker, seq, progress=progress, frame_step=frame_step)
