@@ -239,6 +239,9 @@ def test_cli_reports_bad_input_with_exit_code_1(tmp_path):
     proc = _cli("run", "--tracker", "mixformer", "--checkpoint", tmp_path / "missing.pth.tar",
                 "--data", SOT_DIR, "--sequences", "Crossing", "--results", tmp_path, check=False)
     assert proc.returncode == 1 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("run", "--tracker", "kcf", "--name", "kcf/v2", "--data", SOT_DIR, "--sequences", "Crossing",
+                "--results", tmp_path, check=False)
+    assert proc.returncode == 1 and "must be a plain folder name" in proc.stderr
     proc = _cli("run", "--tracker", "foo", "--data", SOT_DIR, "--results", tmp_path, check=False)
     assert proc.returncode == 2
 

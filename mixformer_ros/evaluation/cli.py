@@ -130,6 +130,8 @@ def cmd_run(args) -> int:
     sequences = _sequences(args)
     tracker = _make_tracker(args)
     name = args.name or args.tracker
+    if "/" in name or name in (".", ".."):
+        raise ValueError(f"--name {name!r} must be a plain folder name (it becomes RESULTS/NAME)")
     run_dataset(tracker, sequences, args.results / name, overwrite=args.overwrite, frame_step=args.frame_step)
     _print_tables([evaluate_tracker_dir(args.results / name, sequences, args.invalid)], None, "md")
     return 0
