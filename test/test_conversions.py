@@ -117,8 +117,17 @@ def test_jpeg_and_png_decode_to_rgb():
 def test_corrupt_or_unsupported_compressed_images_are_refused():
     with pytest.raises(ImageConversionError, match="could not decode"):
         compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", b"\xff\xd8\xff garbage" * 10)))
-    with pytest.raises(ImageConversionError, match="could not decode"):  # OpenCV refuses to allocate it
+    with pytest.raises(ImageConversionError, match="declares 50000x50000 pixels"):
         compressed_to_rgb(CompressedImage(format="png", data=array.array("B", png_declaring(50_000, 50_000))))
+    # A real JPEG whose frame header claims 20000x20000: refused before OpenCV spends seconds and GB on it.
+    jpeg = bytearray(cv2.imencode(".jpg", RGB)[1].tobytes())
+    sof = next(i for i in range(2, len(jpeg) - 1) if jpeg[i] == 0xFF and jpeg[i + 1] in (0xC0, 0xC2))
+    jpeg[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2
+    with pytest.raises(ImageConversionError, match="declares 20000x20000 pixels"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", bytes(jpeg))))
+    bmp = cv2.imencode(".bmp", RGB)[1].tobytes()  # OpenCV reads it, compressed_image_transport never sends it
+    with pytest.raises(ImageConversionError, match="not a JPEG or PNG"):
+        compressed_to_rgb(CompressedImage(format="bmp", data=array.array("B", bmp)))
     with pytest.raises(ImageConversionError, match="empty"):
         compressed_to_rgb(CompressedImage(format="jpeg"))
     with pytest.raises(ImageConversionError, match="depth"):

@@ -120,6 +120,10 @@ def test_truncated_or_garbled_bytes_raise_a_conversion_error():
         read_image(bytes(bad_frame_id))
     with pytest.raises(ImageConversionError, match="malformed"):
         read_compressed_image(serialized[:10])
+    # A bare encapsulation header of another representation: Fast-CDR read past it (a segfault).
+    for read in (read_image, read_compressed_image):
+        with pytest.raises(ImageConversionError, match="no payload"):
+            read(b"\x00\x00\x00\x01")
 
 
 @pytest.mark.parametrize("read,decode,message", [

@@ -9,6 +9,7 @@ raise :class:`ImageConversionError` with a message meant for the node's status t
 from __future__ import annotations
 
 import array
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,35 @@ _LAYOUTS: dict[str, _Layout] = {
 }
 
 SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
+
+# A compressed frame may claim at most this many pixels (8K video is 33 M). A few hundred bytes of
+# header can claim 20000x20000, which OpenCV would decode for tens of seconds into gigabytes.
+MAX_COMPRESSED_PIXELS = 1 << 26
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers: 0xC0-0xCF except DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares; None when the bytes are neither or the JPEG
+    has no frame header before its data."""
+    if data[:8] == _PNG_SIGNATURE and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])  # IHDR comes first
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_SOF and i + 9 <= len(data):
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        if marker == 0xDA:  # start of scan: no frame header came first
+            return None
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
 
 
 def image_to_rgb(msg: Image | ImageFields) -> np.ndarray:
@@ -109,6 +139,17 @@ def compressed_to_rgb(msg: CompressedImage | CompressedImageFields) -> np.ndarra
         raise ImageConversionError(f"compressed depth images are not supported (format '{msg.format}')")
     if len(msg.data) == 0:
         raise ImageConversionError("empty compressed image")
+    size = _declared_size(bytes(msg.data[:65536]))  # JPEG frame headers come after the tables
+    if size is None:
+        raise ImageConversionError(
+            f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}'): not a JPEG or "
+            "PNG image with a readable header"
+        )
+    if size[0] * size[1] > MAX_COMPRESSED_PIXELS:
+        raise ImageConversionError(
+            f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}'): the header "
+            f"declares {size[0]}x{size[1]} pixels, more than {MAX_COMPRESSED_PIXELS} (MAX_COMPRESSED_PIXELS)"
+        )
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)

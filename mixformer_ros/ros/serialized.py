@@ -99,6 +99,8 @@ def _is_plain_cdr_le(serialized: bytes) -> bool:
 
 
 def _deserialize(serialized: bytes, msg_type):
+    if len(serialized) <= _ENCAPSULATION_SIZE:  # Fast-CDR reads past a header-only buffer (SIGSEGV)
+        raise ImageConversionError(f"malformed {msg_type.__name__} message: {len(serialized)} bytes, no payload")
     try:
         return deserialize_message(serialized, msg_type)
     except Exception as exc:  # rclpy raises several types for bad bytes; the node must not die on any
