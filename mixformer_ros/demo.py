@@ -268,8 +268,9 @@ def _pixel_box(text: str) -> list[float]:
         box = [float(v) for v in text.split(",")]
     except ValueError:
         box = []
-    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] < 0 or box[1] < 0 or box[2] <= 0 or box[3] <= 0:
-        raise argparse.ArgumentTypeError(f"expected four finite numbers x,y,w,h with x, y >= 0 and w, h > 0, got {text!r}")
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or min(box[:2]) < 0 or min(box[2:]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected four finite numbers x,y,w,h with x, y >= 0 and w, h > 0, got {text!r}")
     return box
 
 

@@ -175,24 +175,31 @@ class OnnxRuntimeBackend:
         if precision == "fp16" and on_cpu:
             raise ValueError("fp16 graphs are for CUDA/TensorRT; on the CPU use fp32 or int8")
         execution_providers(device)  # an unusable device fails now, not after a minute of export
+
+        def load(folder):
+            return cls(folder, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
+
+        # A cache folder is found by the weights' hash: only a folder given by the caller needs its
+        # weights checked.
+        check_weights = verify_weights and onnx_model is not None
         if onnx_model is None:
             onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir)
             try:
-                backend = cls(onnx_model, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
+                backend = load(onnx_model)
             except OnnxModelError as exc:  # e.g. a graph truncated by a power cut: the cache is ours to redo
                 log.warning("cached export %s does not load (%s); exporting it again", onnx_model, exc)
                 shutil.rmtree(onnx_model, ignore_errors=True)
                 onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir)
-                backend = cls(onnx_model, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
+                backend = load(onnx_model)
         else:
-            backend = cls(onnx_model, device=device, num_threads=num_threads, encoder_threads=encoder_threads)
+            backend = load(onnx_model)
         manifest = backend.manifest
         if manifest["config"] != model.config.to_dict():
             raise OnnxModelError(
                 f"{onnx_model} was exported for {manifest['config']}, but the tracker's network is "
                 f"{model.config.to_dict()}; export this checkpoint instead"
             )
-        if verify_weights and "weights_sha256" in manifest and manifest["weights_sha256"] != weights_hash(
+        if check_weights and "weights_sha256" in manifest and manifest["weights_sha256"] != weights_hash(
                 model, backend.precision, manifest.get("opset"), manifest.get("torch")):
             raise OnnxModelError(
                 f"{onnx_model} was exported from other weights than the tracker's checkpoint; export this "

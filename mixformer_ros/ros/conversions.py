@@ -139,29 +139,23 @@ def compressed_to_rgb(msg: CompressedImage | CompressedImageFields) -> np.ndarra
         raise ImageConversionError(f"compressed depth images are not supported (format '{msg.format}')")
     if len(msg.data) == 0:
         raise ImageConversionError("empty compressed image")
+    def undecodable(why: str = "") -> ImageConversionError:
+        what = f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}')"
+        return ImageConversionError(f"{what}: {why}" if why else what)
+
     size = _declared_size(bytes(msg.data[:65536]))  # JPEG frame headers come after the tables
     if size is None:
-        raise ImageConversionError(
-            f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}'): not a JPEG or "
-            "PNG image with a readable header"
-        )
+        raise undecodable("not a JPEG or PNG image with a readable header")
     if size[0] * size[1] > MAX_COMPRESSED_PIXELS:
-        raise ImageConversionError(
-            f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}'): the header "
-            f"declares {size[0]}x{size[1]} pixels, more than {MAX_COMPRESSED_PIXELS} (MAX_COMPRESSED_PIXELS)"
-        )
+        raise undecodable(f"the header declares {size[0]}x{size[1]} pixels, more than {MAX_COMPRESSED_PIXELS} "
+                          "(MAX_COMPRESSED_PIXELS)")
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     try:
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    except cv2.error as exc:  # e.g. a header declaring more pixels than OpenCV's decode limit
-        raise ImageConversionError(
-            f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}'): "
-            f"{str(exc).strip().splitlines()[-1]}"
-        ) from None
+    except cv2.error as exc:  # OpenCV raises, rather than returning None, on some malformed data
+        raise undecodable(str(exc).strip().splitlines()[-1]) from None
     if bgr is None or bgr.size == 0:
-        raise ImageConversionError(
-            f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}')"
-        )
+        raise undecodable()
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     rgb.flags.writeable = False
     return rgb

@@ -118,11 +118,12 @@ class OTBReader(SequenceReader):
         images = _images_in(d / "img")
         boxes = parse_box_file(d / "groundtruth_rect.txt")
         numbers = {int(p.stem): p for p in images if p.stem.isdigit()}
-        if images and len(numbers) == len(images):
+        numbered = bool(images) and len(numbers) == len(images)
+        if numbered:
             images = [numbers[n] for n in sorted(numbers)]  # 9.jpg before 10.jpg
         if len(images) == len(boxes):
             return FileSequence(d.name, images, boxes)
-        if images and len(numbers) == len(images):
+        if numbered:
             # Fewer (or more) files than boxes: row i labels frame number i + 1 (i with a frame 0),
             # so a missing file is skipped where it was instead of shifting the labels after it.
             start, digits, suffix = (0 if 0 in numbers else 1), len(images[0].stem), images[0].suffix
