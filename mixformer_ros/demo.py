@@ -212,6 +212,7 @@ def _start_node(args, checkpoint: str, log_path: Path) -> subprocess.Popen:
         "-p", f"backend:={args.backend}",
         "-p", f"device:={args.device}",
         "-p", f"preset:={args.preset}",
+        "-p", f"size_update_rate:={args.size_update_rate}",
         "-p", f"frame_buffer_size:={args.buffer}",
     ]
     # rcl cannot parse an empty value (`-p checkpoint:=`), so empty paths are left at their default.
@@ -294,10 +295,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--onnx-model", default="", help="ONNX model for --backend onnxruntime")
     p.add_argument("--preset", default="demo", help="tracker preset of the node")
+    p.add_argument("--size-update-rate", type=_rate, default=1.0,
+                   help="size_update_rate of the node: 1 = the official tracker, < 1 damps size changes")
     p.add_argument("--buffer", type=int, default=30, help="frame_buffer_size of the node")
     p.add_argument("--output-dir", type=Path, default=Path("outputs"), help="created in the current folder")
     p.add_argument("--node-timeout", type=float, default=180.0, help="seconds to wait for the node to load its model")
     return p.parse_args(argv)
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
 
 
 def _resolve_checkpoint(args) -> str:

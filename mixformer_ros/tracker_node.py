@@ -3,7 +3,8 @@
     python -m mixformer_ros.tracker_node --ros-args -p checkpoint:=model.pth.tar -r image:=/camera/image_raw
 
 The node configures and activates itself unless ``autostart:=false`` (then drive it with
-lifecycle transitions). A model that cannot be loaded ends the process with exit code 1.
+lifecycle transitions). A model that cannot be loaded, or a parameter outside its range or of the
+wrong type, ends the process with exit code 1.
 
 Before ROS starts, this sets a Fast DDS profile that lets frames from best-effort cameras in
 other processes through (see mixformer_ros/ros/fastdds_large_images.xml and docs/node.md).
@@ -81,6 +82,7 @@ def main(args: list[str] | None = None) -> int:
     limit_openmp_spinning()
 
     import rclpy
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException
     from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -91,7 +93,13 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args if args is not None else sys.argv)
     # SIGTERM (docker stop, launch's escalation) ends the node as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
-    node = TrackerNode()
+    try:
+        node = TrackerNode()
+    except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        # An override outside its declared range or of the wrong type (-p search_factor:=20.0).
+        logging.getLogger("mixformer_tracker").error("bad parameter: %s", exc)
+        rclpy.try_shutdown()
+        return 1
     if profile:
         node.get_logger().info(f"Fast DDS profile: {profile}")
     try:

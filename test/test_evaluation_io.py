@@ -244,6 +244,9 @@ def test_cli_reports_bad_input_with_exit_code_1(tmp_path):
     assert proc.returncode == 1 and "must be a plain folder name" in proc.stderr
     proc = _cli("run", "--tracker", "foo", "--data", SOT_DIR, "--results", tmp_path, check=False)
     assert proc.returncode == 2
+    proc = _cli("run", "--tracker", "mixformer", "--variant", "S", "--size-update-rate", "0", "--data", SOT_DIR,
+                "--sequences", "Crossing", "--results", tmp_path, check=False)
+    assert proc.returncode == 1 and "size_update_rate must be in (0, 1]" in proc.stderr
 
 
 def test_cli_runs_mixformer_like_the_api(tmp_path):
@@ -269,3 +272,9 @@ def test_cli_runs_mixformer_like_the_api(tmp_path):
                        load_sequence(folder))
     np.testing.assert_array_equal(from_cli.boxes, api.boxes)
     np.testing.assert_array_equal(from_cli.scores[1:], api.scores[1:])
+    _cli("run", "--tracker", "mixformer", "--variant", "S", "--checkpoint", ckpt, "--name", "mfS_damped",
+         "--size-update-rate", "0.4", "--data", tmp_path / "data", "--results", tmp_path / "results")
+    damped = run_sequence(MixFormerAdapter(build_tracker(variant="S", state_dict=fixture_state_dict("S"),
+                                                         size_update_rate=0.4)), load_sequence(folder))
+    np.testing.assert_array_equal(read_result(tmp_path / "results" / "mfS_damped", "Crossing6").boxes, damped.boxes)
+    assert not np.array_equal(damped.boxes, api.boxes)

@@ -50,6 +50,12 @@ def test_bad_parameter_value_refuses_to_configure():
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "backend='tensorrt' is not one of torch, onnxruntime" in out
+    # Out of the declared range, or of the wrong type: refused when declared, in one line.
+    for override, reason in (("size_update_rate:=0.0", "size_update_rate out of range"),
+                             ("search_factor:=abc", "expecting type 'DOUBLE'")):
+        result = _run_to_exit(["-p", override])
+        out = result.stdout + result.stderr
+        assert result.returncode == 1 and "bad parameter" in out and reason in out and "Traceback" not in out, out
 
 
 def test_precision_the_backend_does_not_offer_refuses_to_configure():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import DescribeParameters, SetParameters
 
 from mixformer_ros.msg import TrackerStatus
 from node_harness import assert_matches_fixture_run, image_msg, running_node, stamp, wait_until
@@ -183,3 +183,9 @@ def test_lost_and_recovered_follow_runtime_parameters(ros, fixture_data):
     # Parameters that shape the model are read-only and say so.
     refused = _set_params(client, variant="B")
     assert not refused[0].successful
+    srv = client.node.create_client(DescribeParameters, f"{client.ns}/mixformer_tracker/describe_parameters")
+    assert srv.wait_for_service(timeout_sec=10)
+    (damping,) = client._call(srv, DescribeParameters.Request(names=["size_update_rate"]), 30.0).descriptors
+    client.node.destroy_client(srv)
+    assert damping.read_only and damping.type == ParameterType.PARAMETER_DOUBLE
+    assert (damping.floating_point_range[0].from_value, damping.floating_point_range[0].to_value) == (0.01, 1.0)

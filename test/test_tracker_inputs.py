@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 
 from parity import FIXTURE_SEARCH_FACTOR, fixture_state_dict, video_rgb
+from paths import REPO_ROOT
 from mixformer_ros.tracking import TrackerSettings, build_tracker, clip_box, preset_settings, sample_target
 from mixformer_ros.model import variant_config
+
+DEMO_MODEL = REPO_ROOT / "models" / "demo_tracker.pth.tar"
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,27 @@ def test_presets_and_overrides():
         preset_settings("vot", s).replace(serch_factor=3)
     trk = build_tracker(variant="S", state_dict=fixture_state_dict("S"), preset="vot", search_factor=4.0)
     assert trk.settings.search_factor == 4.0 and trk.settings.update_interval == 10
+
+
+def test_size_damping_keeps_the_networks_centre_and_moves_the_size_part_way():
+    # The shipped demo model, started on a box too large for its target (the fixture video's square), so the
+    # network shrinks it on the first frame (the fixture's random weights would throw the box off the image).
+    frames, _ = video_rgb()
+    box = [50.0, 30.0, 116.0, 84.0]
+    official = build_tracker(checkpoint=DEMO_MODEL)
+    damped = build_tracker(checkpoint=DEMO_MODEL, size_update_rate=0.4)
+    assert official.settings.size_update_rate == 1.0  # off unless asked for: parity with the official tracker
+    official.initialize(frames[0], box)
+    damped.initialize(frames[0], box)
+    raw, got = official.track(frames[1]), damped.track(frames[1])  # same crop, so the same network output
+    assert got.score == raw.score
+    x, y, w, h = raw.box
+    assert box[2] - w > 5 and box[3] - h > 2, "the network must change the size for this check to mean anything"
+    want_w, want_h = box[2] + 0.4 * (w - box[2]), box[3] + 0.4 * (h - box[3])
+    np.testing.assert_allclose(got.box, [x + w / 2 - want_w / 2, y + h / 2 - want_h / 2, want_w, want_h], rtol=1e-6)
+    for bad in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="size_update_rate"):
+            preset_settings("lasot", variant_config("S")).replace(size_update_rate=bad)
 
 
 def test_untrained_weights_warn_loudly(caplog):

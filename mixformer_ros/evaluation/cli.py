@@ -66,6 +66,9 @@ def _add_tracker_args(p: argparse.ArgumentParser) -> None:
                    help="MixFormerV2 precision (fp16: CUDA, int8: onnxruntime on CPU)")
     g.add_argument("--onnx-model", type=Path, help="exported ONNX model for --backend onnxruntime")
     g.add_argument("--preset", default="lasot", help="MixFormerV2 tracker preset")
+    g.add_argument("--size-update-rate", type=float, default=1.0,
+                   help="fraction of the network's size change a box takes each frame, in (0, 1]; "
+                        "1 = the official tracker (README, 'Size damping')")
     g.add_argument("--threads", type=int, help="CPU threads for MixFormerV2")
 
 
@@ -77,7 +80,7 @@ def _make_tracker(args):
         return make_tracker(
             "mixformer", name=args.name or "mixformer", variant=args.variant, checkpoint=args.checkpoint,
             backend=args.backend, device=args.device, preset=args.preset, num_threads=args.threads,
-            precision=args.precision, backend_options=backend_options,
+            precision=args.precision, backend_options=backend_options, size_update_rate=args.size_update_rate,
         )
     if args.tracker == "nanotrack":
         return make_tracker("nanotrack", nano_backbone=args.nano_backbone, nano_head=args.nano_head)

@@ -227,7 +227,7 @@ class TrackerNode(LifecycleNode):
         from mixformer_ros.tracking import build_tracker
 
         s = self.settings
-        overrides = {}
+        overrides = {"size_update_rate": s.size_update_rate}
         if s.search_factor > 0:
             overrides["search_factor"] = s.search_factor
         if s.update_interval > 0:

@@ -77,6 +77,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("preset", "lasot", "Tracker preset (search factor, template update interval)"),
     ParamSpec("search_factor", 0.0, "Search region size / target size; 0 = preset value", float_range=(0.0, 10.0)),
     ParamSpec("update_interval", 0, "Frames between online-template updates; 0 = preset value", int_range=(0, 100000)),
+    ParamSpec(
+        "size_update_rate",
+        1.0,
+        "Fraction of the network's size change a box takes each frame (1 = the official tracker)",
+        float_range=(0.01, 1.0),
+    ),
     ParamSpec("num_threads", 0, "CPU threads for inference; 0 = library default", int_range=(0, 256)),
     ParamSpec("qos", "auto", "Image subscription QoS; auto follows the publishers' reliability", choices=QOS_MODES),
     ParamSpec("compressed", False, "Subscribe to image/compressed (JPEG/PNG) instead of image"),
@@ -115,6 +121,7 @@ class NodeSettings:
     preset: str = "lasot"
     search_factor: float = 0.0
     update_interval: int = 0
+    size_update_rate: float = 1.0
     num_threads: int = 0
     qos: str = "auto"
     compressed: bool = False

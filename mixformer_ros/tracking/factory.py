@@ -32,8 +32,8 @@ def build_tracker(
     comes from the file's config record or its tensor shapes). Without weights the network is
     randomly initialised, which is only useful for plumbing tests, and a warning says so, unless
     ``backend_options["onnx_model"]`` brings the weights (an ONNX-only deployment).
-    ``settings_overrides`` (search_factor, update_interval, template_factor, max_score_decay)
-    override the preset.
+    ``settings_overrides`` (search_factor, update_interval, template_factor, max_score_decay,
+    size_update_rate) override the preset.
     """
     if num_threads is not None:
         if num_threads < 1:

@@ -14,6 +14,11 @@ class TrackerSettings:
     update_interval: int
     template_factor: float = 2.0
     max_score_decay: float = 1.0
+    # Not in the official tracker, so off (1.0) by default: a box keeps the network's centre but moves its
+    # width and height only this fraction of the way to the network's, a low-pass filter on size
+    # (SiamFC and SiamRPN damp their scale the same way). Single-frame size errors then neither shrink the
+    # next search region onto a partly hidden target nor widen it onto clutter.
+    size_update_rate: float = 1.0
     # Only one online template is supported: the official code crashes with more (the network's
     # joint forward cannot take a batch of online templates), so we refuse it up front.
     online_size: int = 1
@@ -30,6 +35,8 @@ class TrackerSettings:
             raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
         if not 0 < self.max_score_decay <= 1:
             raise ValueError(f"max_score_decay must be in (0, 1], got {self.max_score_decay}")
+        if not 0 < self.size_update_rate <= 1:
+            raise ValueError(f"size_update_rate must be in (0, 1], got {self.size_update_rate}")
 
     def replace(self, **overrides) -> "TrackerSettings":
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})

@@ -1,7 +1,7 @@
 """The online single-object tracker of MixFormerV2, framework-free.
 
-Per frame: crop a search region around the previous box, run the network, map the box back,
-clip it, and maintain the online template: the best-scoring crop (score > 0.5) since the last
+Per frame: crop a search region around the previous box, run the network, map the box back
+(optionally damping its size change, off by default), clip it, and maintain the online template: the best-scoring crop (score > 0.5) since the last
 update replaces the online template every ``update_interval`` frames; when no frame qualified,
 the initial template comes back.
 """
@@ -50,6 +50,14 @@ def check_box(box, height: int, width: int) -> list[float]:
     return values
 
 
+def _damp_size(box: list[float], previous: list[float], rate: float) -> list[float]:
+    """``box``'s centre with a width and height ``rate`` of the way from ``previous``'s to ``box``'s."""
+    w = previous[2] + rate * (box[2] - previous[2])
+    h = previous[3] + rate * (box[3] - previous[3])
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return [cx - w / 2, cy - h / 2, w, h]
+
+
 class MixFormerTracker:
     def __init__(self, backend: Backend, template_size: int, search_size: int, settings: TrackerSettings):
         self.backend = backend
@@ -94,8 +102,10 @@ class MixFormerTracker:
             raise RuntimeError(f"the network returned a non-finite prediction ({box_norm}, {logit}); track unchanged")
         score = 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
         self.frame_index += 1
-        self.state = clip_box(map_box_back(box_px.tolist(), self.state, self.search_size, crop.resize_factor),
-                              H, W, margin=CLIP_MARGIN)
+        box = map_box_back(box_px.tolist(), self.state, self.search_size, crop.resize_factor)
+        if self.settings.size_update_rate < 1.0:
+            box = _damp_size(box, self.state, self.settings.size_update_rate)
+        self.state = clip_box(box, H, W, margin=CLIP_MARGIN)
 
         self._best_score *= self.settings.max_score_decay
         if score > 0.5 and score > self._best_score:
