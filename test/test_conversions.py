@@ -1,4 +1,4 @@
-"""Image and box conversions of the ROS layer (no DDS involved: pure message <-> NumPy)."""
+"""Image and box conversions of the ROS layer and its debug-image drawing (no DDS involved: pure NumPy)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from mixformer_ros.ros.conversions import (
     roi_to_xywh,
     stamp_to_ns,
 )
+from mixformer_ros.ros.drawing import draw_box
 from mixformer_ros.ros.frame_buffer import FrameBuffer
 from node_harness import png_declaring
 
@@ -182,3 +183,17 @@ def test_frame_buffer_spots_repeated_frames():
     assert buf.is_repeat(100) and not buf.is_repeat(101)
     buf.push(0, Header(), RGB, 1.0)
     assert not buf.is_repeat(0)  # unstamped cameras are never taken for repeats
+
+
+@pytest.mark.parametrize("box", [[280, 200, 40, 38], [0, 0, 320, 240], [300, 2, 20, 20], [-30, 100, 50, 50]],
+                         ids=["bottom_right", "whole_image", "top_right", "past_the_left"])
+def test_box_captions_stay_whole_inside_the_image(box):
+    caption = "person 0.97"
+    full = np.zeros((100, 400, 3), np.uint8)  # the caption alone, with room to spare
+    cv2.putText(full, caption, (10, 50), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    plain, captioned = np.zeros((240, 320, 3), np.uint8), np.zeros((240, 320, 3), np.uint8)
+    draw_box(plain, box, "", (0, 255, 0))
+    draw_box(captioned, box, caption, (0, 255, 0))
+    drawn = np.any(captioned != plain, axis=2).sum()
+    # A few caption pixels may fall on the box's own line; a cut caption loses far more.
+    assert drawn >= 0.9 * np.any(full > 0, axis=2).sum()

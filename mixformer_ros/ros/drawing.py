@@ -22,14 +22,18 @@ def draw_box(
     bgr: bool = False,
     thickness: int = 2,
 ) -> None:
-    """Draw a rectangle with a caption above it, in place on an (H, W, 3) uint8 image."""
+    """Draw a rectangle with a caption above it (below it at the top edge), in place on an (H, W, 3)
+    uint8 image; the caption is moved inside the image where the box touches its edges."""
     if bgr:
         colour = colour[::-1]
     x, y, w, h = (int(round(v)) for v in box_xywh)
     cv2.rectangle(image, (x, y), (x + max(w, 1), y + max(h, 1)), colour, thickness)
     if caption:
-        ty = y - 6 if y > 18 else y + h + 16
-        cv2.putText(image, caption, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+        (tw, th), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        height, width = image.shape[:2]
+        tx = min(max(x, 0), max(width - tw, 0))
+        ty = y - 6 if y - 6 - th >= 0 else min(y + h + th + 6, height - baseline - 1)
+        cv2.putText(image, caption, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
 
 
 def draw_banner(image: np.ndarray, text: str, bgr: bool = False) -> None:
