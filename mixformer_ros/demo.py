@@ -304,9 +304,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _rate(text: str) -> float:
+    """A size_update_rate within the node parameter's declared range."""
+    from mixformer_ros.ros.parameters import PARAMETERS
+
+    low, high = next(p.float_range for p in PARAMETERS if p.name == "size_update_rate")
     value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text}")
     return value
 
 
@@ -426,25 +430,28 @@ def _report(args, checkpoint, fps, frames, publish_times, detections, status, tr
 
     def draw(index, image):
         nonlocal held
+        marks = []  # (box, caption, colour, thickness), drawn after the banner so it hides no caption
         if truth is not None:
-            draw_box(image, truth[index], "", STATE_COLOURS["TRUTH"], bgr=True, thickness=1)
+            marks.append((truth[index], "", STATE_COLOURS["TRUTH"], 1))
         if index == 0 and len(frames):
             box = truth[0] if truth is not None else args.init_box
-            draw_box(image, box, "init", STATE_COLOURS["TRACKING"], bgr=True)
+            marks.append((box, "init", STATE_COLOURS["TRACKING"], 2))
             held = list(box)
             text = "frame 0: initialised"
         elif boxes[index] is not None:
             held = boxes[index]
-            draw_box(image, held, f"{scores[index]:.2f}", STATE_COLOURS["TRACKING"], bgr=True)
+            marks.append((held, f"{scores[index]:.2f}", STATE_COLOURS["TRACKING"], 2))
             lat = (detections[stamps[index]][0] - publish_times[stamps[index]]) * 1000.0
             text = f"frame {index}: tracked, latency {lat:.0f} ms"
         else:
             if held is not None:
-                draw_box(image, held, "stale", STATE_COLOURS["IDLE"], bgr=True, thickness=1)
+                marks.append((held, "stale", STATE_COLOURS["IDLE"], 1))
             text = f"frame {index}: dropped by the node (newer frame first)"
         if not checkpoint:
             text += "  [UNTRAINED WEIGHTS]"
         draw_banner(image, text, bgr=True)
+        for box, caption, colour, thickness in marks:
+            draw_box(image, box, caption, colour, bgr=True, thickness=thickness)
         return image
 
     video = _write_video(args.output_dir / "demo_tracking.mp4", frames, fps, draw) if frames else None

@@ -185,8 +185,9 @@ def test_frame_buffer_spots_repeated_frames():
     assert not buf.is_repeat(0)  # unstamped cameras are never taken for repeats
 
 
-@pytest.mark.parametrize("box", [[280, 200, 40, 38], [0, 0, 320, 240], [300, 2, 20, 20], [-30, 100, 50, 50]],
-                         ids=["bottom_right", "whole_image", "top_right", "past_the_left"])
+@pytest.mark.parametrize("box", [[280, 200, 40, 38], [0, 0, 320, 240], [300, 2, 20, 20], [-30, 100, 50, 50],
+                                 [100, 300, 40, 40], [100, -100, 40, 40]],
+                         ids=["bottom_right", "whole_image", "top_right", "past_the_left", "below", "above"])
 def test_box_captions_stay_whole_inside_the_image(box):
     caption = "person 0.97"
     full = np.zeros((100, 400, 3), np.uint8)  # the caption alone, with room to spare

@@ -32,12 +32,14 @@ def draw_box(
         (tw, th), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         height, width = image.shape[:2]
         tx = min(max(x, 0), max(width - tw, 0))
-        ty = y - 6 if y - 6 - th >= 0 else min(y + h + th + 6, height - baseline - 1)
+        ty = y - 6 if y - 6 - th >= 0 else y + h + th + 6
+        ty = min(max(ty, th), height - baseline - 1)
         cv2.putText(image, caption, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
 
 
 def draw_banner(image: np.ndarray, text: str, bgr: bool = False) -> None:
-    """Write a status line into the top-left corner, on a dark strip so it stays readable."""
+    """Write a status line into the top-left corner, on a dark strip so it stays readable. Draw it before
+    the boxes: a caption near the top would otherwise disappear under the strip."""
     colour = (255, 255, 255)
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
     cv2.rectangle(image, (0, 0), (tw + 10, th + 10), (0, 0, 0), -1)

@@ -610,8 +610,8 @@ class TrackerNode(LifecycleNode):
     def _publish_debug(self, frame: Frame, box, score: float, track: Track) -> None:
         canvas = np.array(frame.rgb)  # writable copy; the buffered frame stays untouched
         state = STATE_NAMES[track.state]
-        draw_box(canvas, box, f"{track.label} {score:.2f}", STATE_COLOURS[state])
         draw_banner(canvas, f"{state} {track.track_id}  dropped {self._dropped}")
+        draw_box(canvas, box, f"{track.label} {score:.2f}", STATE_COLOURS[state])
         self._debug_pub.publish(rgb_to_image(canvas, frame.header))
 
     def _publish_diagnostics(self) -> None:
