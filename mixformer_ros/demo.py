@@ -275,6 +275,17 @@ def _pixel_box(text: str) -> list[float]:
     return box
 
 
+def _rate(text: str) -> float:
+    """A size_update_rate within the node parameter's declared range."""
+    from mixformer_ros.ros.parameters import PARAMETERS
+
+    low, high = next(p.float_range for p in PARAMETERS if p.name == "size_update_rate")
+    value = float(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="synthetic", help="'synthetic' (procedural clip), a video file, or a camera index")
@@ -301,17 +312,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=Path("outputs"), help="created in the current folder")
     p.add_argument("--node-timeout", type=float, default=180.0, help="seconds to wait for the node to load its model")
     return p.parse_args(argv)
-
-
-def _rate(text: str) -> float:
-    """A size_update_rate within the node parameter's declared range."""
-    from mixformer_ros.ros.parameters import PARAMETERS
-
-    low, high = next(p.float_range for p in PARAMETERS if p.name == "size_update_rate")
-    value = float(text)
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text}")
-    return value
 
 
 def _resolve_checkpoint(args) -> str:

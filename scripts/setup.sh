@@ -154,7 +154,7 @@ else
 fi
 
 # --- 5. mixformer_ros ------------------------------------------------------------------------------
-PKG_HASH="$(content_hash CMakeLists.txt package.xml msg srv mixformer_ros launch config)-$PIP_HASH"
+PKG_HASH="$(content_hash CMakeLists.txt package.xml msg srv mixformer_ros launch config models)-$PIP_HASH"
 if stamp_matches mixformer_ros "$PKG_HASH" && [[ -d "$SITE/mixformer_ros/msg" ]]; then
   log "mixformer_ros (interfaces + python package): up to date"
 else

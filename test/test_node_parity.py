@@ -61,9 +61,16 @@ def _init_when_buffered(client, box, stamp_):
     return response
 
 
-def _set_params(client, **values):
-    srv = client.node.create_client(SetParameters, f"{client.ns}/mixformer_tracker/set_parameters")
+def _call_parameter_service(client, srv_type, service: str, request):
+    """One call to the node's ``service`` (e.g. set_parameters) through a client made for it."""
+    srv = client.node.create_client(srv_type, f"{client.ns}/mixformer_tracker/{service}")
     assert srv.wait_for_service(timeout_sec=10)
+    response = client._call(srv, request, 30.0)
+    client.node.destroy_client(srv)
+    return response
+
+
+def _set_params(client, **values):
     req = SetParameters.Request()
     for name, value in values.items():
         if isinstance(value, float):
@@ -75,9 +82,7 @@ def _set_params(client, **values):
         else:
             pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
         req.parameters.append(ParameterMsg(name=name, value=pv))
-    result = client._call(srv, req, 30.0)
-    client.node.destroy_client(srv)
-    return result.results
+    return _call_parameter_service(client, SetParameters, "set_parameters", req).results
 
 
 def test_detections_match_tracker_fixture(ros, fixture_data):
@@ -183,9 +188,7 @@ def test_lost_and_recovered_follow_runtime_parameters(ros, fixture_data):
     # Parameters that shape the model are read-only and say so.
     refused = _set_params(client, variant="B")
     assert not refused[0].successful
-    srv = client.node.create_client(DescribeParameters, f"{client.ns}/mixformer_tracker/describe_parameters")
-    assert srv.wait_for_service(timeout_sec=10)
-    (damping,) = client._call(srv, DescribeParameters.Request(names=["size_update_rate"]), 30.0).descriptors
-    client.node.destroy_client(srv)
+    request = DescribeParameters.Request(names=["size_update_rate"])
+    (damping,) = _call_parameter_service(client, DescribeParameters, "describe_parameters", request).descriptors
     assert damping.read_only and damping.type == ParameterType.PARAMETER_DOUBLE
     assert (damping.floating_point_range[0].from_value, damping.floating_point_range[0].to_value) == (0.01, 1.0)

@@ -1,9 +1,9 @@
 """The online single-object tracker of MixFormerV2, framework-free.
 
 Per frame: crop a search region around the previous box, run the network, map the box back
-(optionally damping its size change, off by default), clip it, and maintain the online template: the best-scoring crop (score > 0.5) since the last
-update replaces the online template every ``update_interval`` frames; when no frame qualified,
-the initial template comes back.
+(optionally damping its size change, off by default), clip it, and maintain the online template:
+the best-scoring crop (score > 0.5) since the last update replaces the online template every
+``update_interval`` frames; when no frame qualified, the initial template comes back.
 """
 from __future__ import annotations
 
