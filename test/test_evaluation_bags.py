@@ -147,6 +147,34 @@ def test_cli_to_bag_and_eval_bag_match_run(tmp_path):
     assert again.returncode == 1 and "exists" in again.stderr
     missing = _cli("eval-bag", tmp_path / "nope", "--tracker", "kcf", check=False)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+    not_a_bag = _cli("eval-bag", SOT_DIR / "wakeboard10", "--tracker", "kcf", check=False)
+    assert not_a_bag.returncode == 1 and "not a rosbag2 folder: it has no metadata.yaml" in not_a_bag.stderr
+    bad_name = _cli("eval-bag", tmp_path / "wb.bag", "--tracker", "kcf", "--name", "..", check=False)
+    assert bad_name.returncode == 1 and "must be a plain folder name" in bad_name.stderr
+
+
+def test_to_bag_refuses_arguments_it_cannot_honour(tmp_path):
+    for option, value, reason in (("--fps", "inf", "must be a finite number > 0"),
+                                  ("--start-time", "3e9", "must be in (0, 2^31) seconds"),
+                                  ("--start-time", "0", "must be in (0, 2^31) seconds")):
+        proc = _cli("to-bag", SOT_DIR / "Crossing", tmp_path / "out", option, value, check=False)
+        assert proc.returncode == 2 and reason in proc.stderr, (option, value, proc.stderr)
+    proc = _cli("to-bag", SOT_DIR / "Crossing", tmp_path / "out", "--gt", SOT_DIR / "Crossing" / "groundtruth_rect.txt",
+                check=False)
+    assert proc.returncode == 1 and "--gt is for a video" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bag_that_fails_part_way_is_removed(crossing, tmp_path):
+    from mixformer_ros.evaluation.bags import BagFrame, write_bag
+
+    def frames():
+        yield BagFrame(bgr=crossing.read_frame(0))
+        raise OSError("camera unplugged")
+
+    with pytest.raises(OSError, match="camera unplugged"):
+        write_bag(tmp_path / "partial", frames(), crossing.gt[:2], progress=False)
+    assert not (tmp_path / "partial").exists()  # a rerun to the same path is not blocked
 
 
 def test_a_bag_without_frames_is_refused_with_a_reason(tmp_path):
@@ -196,5 +224,8 @@ def test_bag_topic_choices_are_checked(crossing, tmp_path):
         read_bag_info(bag, gt_topic="/nope")
     with pytest.raises(ValueError, match="must be one of"):
         BagConfig(storage="rosbag1")
-    with pytest.raises(ValueError, match="fps must be positive"):
-        BagConfig(fps=0)
+    for fps in (0, float("inf"), 1e7):
+        with pytest.raises(ValueError, match="fps must be in"):
+            BagConfig(fps=fps)
+    with pytest.raises(ValueError, match="below 2\\^31 s"):
+        BagConfig(start_time_ns=3 * 10**18)

@@ -89,6 +89,45 @@ def test_lasot_reader_uses_occlusion_and_out_of_view(tmp_path):
     assert seq.absent.tolist() == [False, True, False, True]
 
 
+def _otb_folder(folder, n_images, gt_files):
+    """An OTB folder with n_images blank frames (never decoded here) and the given ground-truth files."""
+    (folder / "img").mkdir(parents=True)
+    for i in range(n_images):
+        (folder / "img" / f"{i + 1:04d}.jpg").touch()
+    for name, rows in gt_files.items():
+        (folder / name).write_text("".join(f"{r + 1},2,10,12\n" for r in range(rows)))
+
+
+def test_otb100_special_folders(tmp_path):
+    root = tmp_path / "OTB100"
+    _otb_folder(root / "Jogging", 5, {"groundtruth_rect.1.txt": 5, "groundtruth_rect.2.txt": 5})
+    _otb_folder(root / "Human4", 4, {"groundtruth_rect.2.txt": 4})
+    _otb_folder(root / "David", 770, {"groundtruth_rect.txt": 471})  # annotated: frames 300-770
+    _otb_folder(root / "Football1", 80, {"groundtruth_rect.txt": 74})  # annotated: frames 1-74
+    seqs = {seq.name: seq for seq in load_dataset(root)}
+    assert sorted(seqs) == ["David", "Football1", "Human4-2", "Jogging-1", "Jogging-2"]
+    assert [p.name for p in seqs["David"].frames[:: len(seqs["David"]) - 1]] == ["0300.jpg", "0770.jpg"]
+    assert [p.name for p in seqs["Football1"].frames[::73]] == ["0001.jpg", "0074.jpg"]
+    assert seqs["Jogging-2"].frames == seqs["Jogging-1"].frames
+    # One target by name, through the API and the command line's --sequences.
+    (jogging_2,) = load_dataset(root, names=["Jogging-2"])
+    np.testing.assert_array_equal(jogging_2.gt, seqs["Jogging-2"].gt)
+    with pytest.raises(ValueError, match="holds 2 targets; load one of them: Jogging-1, Jogging-2"):
+        load_sequence(root / "Jogging")
+    with pytest.raises(FileNotFoundError, match="Jogging-3 does not exist"):
+        load_sequence(root / "Jogging-3")
+
+
+def test_dataset_root_one_level_above_the_sequences_lasot_tree(tmp_path):
+    for name in ("airplane/airplane-1", "airplane/airplane-2", "bear/bear-1"):
+        folder = tmp_path / "LaSOT" / name
+        _frames(folder / "img", 2)
+        (folder / "groundtruth.txt").write_text("1,2,10,12\n1,2,10,12\n")
+        (folder / "full_occlusion.txt").write_text("0,0")
+        (folder / "out_of_view.txt").write_text("0,1")
+    assert [seq.name for seq in load_dataset(tmp_path / "LaSOT")] == ["airplane-1", "airplane-2", "bear-1"]
+
+
 def test_readers_explain_bad_input(tmp_path, caplog):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_sequence(tmp_path / "nope")
@@ -130,6 +169,15 @@ def test_results_round_trip_is_bit_exact(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "seq.txt").write_text("1.000\t2.500\t3.000\t4.000\n")
     np.testing.assert_array_equal(read_result(tmp_path / "other", "seq").boxes, [[1, 2.5, 3, 4]])
+
+
+def test_a_result_rewritten_without_times_loses_the_old_times(tmp_path):
+    boxes = np.ones((3, 4))
+    write_result(tmp_path / "trk", SequenceResult("seq", boxes, np.full(3, 0.01), np.ones(3)))
+    write_result(tmp_path / "trk", SequenceResult("seq", boxes * 2))
+    back = read_result(tmp_path / "trk", "seq")
+    assert back.times is None and back.scores is None
+    np.testing.assert_array_equal(back.boxes, boxes * 2)
 
 
 def test_nanotrack_runs_and_follows_the_target():
@@ -244,9 +292,29 @@ def test_cli_reports_bad_input_with_exit_code_1(tmp_path):
     assert proc.returncode == 1 and "must be a plain folder name" in proc.stderr
     proc = _cli("run", "--tracker", "foo", "--data", SOT_DIR, "--results", tmp_path, check=False)
     assert proc.returncode == 2
+    proc = _cli("run", "--tracker", "kcf", "--frame-step", "0", "--data", SOT_DIR, "--results", tmp_path, check=False)
+    assert proc.returncode == 2 and "must be a finite number > 0" in proc.stderr
+    proc = _cli("run", "--tracker", "nanotrack", "--data", SOT_DIR, "--sequences", "Crossing", "--results", tmp_path,
+                check=False)
+    assert proc.returncode == 1 and "--nano-backbone and --nano-head" in proc.stderr
     proc = _cli("run", "--tracker", "mixformer", "--variant", "S", "--size-update-rate", "0", "--data", SOT_DIR,
                 "--sequences", "Crossing", "--results", tmp_path, check=False)
     assert proc.returncode == 1 and "size_update_rate must be in (0, 1]" in proc.stderr
+
+
+def test_cli_runs_but_does_not_score_a_sequence_with_only_its_first_box(tmp_path):
+    test_split = tmp_path / "GOT-10k_Test_000001"
+    test_split.mkdir()
+    crossing = load_sequence(SOT_DIR / "Crossing")
+    for i in range(4):
+        (test_split / f"{i + 1:08d}.jpg").write_bytes(crossing.frames[i].read_bytes())
+    (test_split / "groundtruth.txt").write_text(",".join(map(str, crossing.gt[0])) + "\n")
+    (test_split / "absence.label").write_text("0\n0\n0\n0\n")
+    proc = _cli("run", "--tracker", "kcf", "--data", test_split, "--results", tmp_path / "res")
+    assert "written but not scored" in proc.stderr and "| tracker |" not in proc.stdout
+    assert read_result(tmp_path / "res" / "kcf", test_split.name).boxes.shape == (4, 4)
+    proc = _cli("metrics", tmp_path / "res" / "kcf", "--data", test_split, check=False)
+    assert proc.returncode == 1 and "no ground truth after the first frame" in proc.stderr
 
 
 def test_cli_runs_mixformer_like_the_api(tmp_path):

@@ -135,6 +135,36 @@ def test_lockstep_reproduces_offline_boxes_and_realtime_reports_latency(
     assert "end-to-end latency p50/p90/p99 ms" in live.stdout
 
 
+def test_realtime_scores_each_frame_with_the_box_back_before_the_next_frame():
+    """The VOT real-time rule on a scripted record: frames published every 100 ms; frame 2's box
+    comes back 250 ms late, frame 3 is skipped, frame 4's box is late and overtaken by frame 5's."""
+    from mixformer_ros.evaluation.bags import BagInfo
+    from mixformer_ros.ros.replay import ReplayRecord, build_report
+
+    gt = np.array([[10.0 * i, 5.0, 20.0, 20.0] for i in range(6)])
+    info = BagInfo(REPO_ROOT, "scripted", "/image", "sensor_msgs/msg/Image", "/gt",
+                   np.arange(6, dtype=np.int64) * 10**8 + 10**9, gt, np.zeros(6, bool))
+    stamp = [int(s) for s in info.stamps_ns]
+    answered_after_s = {1: 0.05, 2: 0.25, 4: 0.18, 5: 0.06}
+    expected = {
+        "realtime": ([0, 1, 1, 1, 2, 5], [np.nan, 0.9, np.nan, np.nan, np.nan, 0.9], 2),
+        "lockstep": ([0, 1, 2, 2, 4, 5], [np.nan, 0.9, 0.9, np.nan, 0.9, 0.9], 0),
+    }
+    for mode, (box_of_frame, scores, late) in expected.items():
+        record = ReplayRecord(init_box=gt[0], mode=mode, track_id="t")
+        record.started_at = 1.0
+        for i in range(6):
+            record.published_at[stamp[i]] = 1.0 + 0.1 * i
+        for i, delay in answered_after_s.items():
+            record.detections[stamp[i]] = (gt[i], 0.9, 1.0 + 0.1 * i + delay)
+        report = build_report(info, record, "live")
+        np.testing.assert_array_equal(report.result.boxes, gt[box_of_frame], err_msg=mode)
+        np.testing.assert_array_equal(report.result.scores, scores, err_msg=mode)
+        assert (report.detections, report.dropped, report.late) == (4, 1, late), mode
+        as_json = json.loads(json.dumps(report.as_dict(), allow_nan=False))  # strict JSON: no NaN
+        assert as_json["accuracy"]["fps"] is None and as_json["late"] == late
+
+
 @pytest.mark.parametrize("info_first", [True, False], ids=["info_before_image", "info_after_image"])
 def test_each_camera_info_goes_out_with_its_image(woman, tmp_path, info_first):
     from mixformer_ros.evaluation.bags import INFO_MSG, header_stamp_ns, iter_bag_messages, make_typestore

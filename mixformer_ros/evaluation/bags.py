@@ -18,6 +18,8 @@ imports rclpy.
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -54,6 +56,10 @@ _VISION_MSGS = {
 }
 
 
+MAX_FPS = 1e6  # stamps at least a microsecond apart
+MAX_STAMP_NS = 2**31 * 10**9  # builtin_interfaces/Time.sec is an int32
+
+
 @dataclass
 class BagConfig:
     """How a sequence is laid out in a bag."""
@@ -73,10 +79,11 @@ class BagConfig:
             raise ValueError(f"storage must be one of {STORAGES}, got {self.storage!r}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.start_time_ns <= 0:
-            raise ValueError("start_time_ns must be positive (a zero stamp means 'unset' in ROS)")
+        if not (math.isfinite(self.fps) and 0 < self.fps <= MAX_FPS):
+            raise ValueError(f"fps must be in (0, {MAX_FPS:g}] so that frames get distinct stamps, got {self.fps}")
+        if not 0 < self.start_time_ns < MAX_STAMP_NS:
+            raise ValueError("start_time_ns must be positive (a zero stamp means 'unset' in ROS) and below "
+                             f"2^31 s (builtin_interfaces/Time.sec is int32), got {self.start_time_ns}")
 
     @property
     def camera_topic(self) -> str:
@@ -219,7 +226,7 @@ def write_bag(
     ``gt`` is ``(N, 4)`` x, y, w, h or None; rows that are NaN, sizeless or ``absent`` get no
     ground-truth message. Fails if ``out`` exists (rosbags never overwrites).
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2 import StoragePlugin
 
     config = config or BagConfig()
     out = Path(out)
@@ -236,6 +243,20 @@ def write_bag(
         from tqdm import tqdm
 
         frames = tqdm(frames, total=total, desc=f"to-bag {name}".strip(), unit="frame")
+    try:
+        count = _write_messages(out, frames, gt, valid, config, name, store, plugin, msgtype)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a bag without its metadata.yaml would only block a rerun
+        raise
+    if gt is not None and count != gt.shape[0]:
+        log.warning("%s: wrote %d frames but the ground truth has %d rows", out, count, gt.shape[0])
+    return out
+
+
+def _write_messages(out: Path, frames, gt, valid, config: BagConfig, name: str, store, plugin, msgtype) -> int:
+    """The body of :func:`write_bag`: frames, camera info and ground truth; returns the frame count."""
+    from rosbags.rosbag2 import Writer
+
     count = 0
     with Writer(out, version=config.version, storage_plugin=plugin) as writer:
         image_conn = writer.add_connection(config.camera_topic, msgtype, typestore=store)
@@ -258,9 +279,7 @@ def write_bag(
                 det = box_to_detection(store, gt[i], stamp, config.frame_id, name)
                 writer.write(gt_conn, stamp, store.serialize_cdr(det, DETECTION_MSG))
             count += 1
-    if gt is not None and count != gt.shape[0]:
-        log.warning("%s: wrote %d frames but the ground truth has %d rows", out, count, gt.shape[0])
-    return out
+    return count
 
 
 def sequence_to_bag(seq: Sequence, out, config: BagConfig | None = None, progress: bool = True) -> Path:
@@ -390,6 +409,8 @@ def read_bag_info(path, image_topic: str | None = None, gt_topic: str | None = N
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bag {path} does not exist")
+    if path.is_dir() and not (path / "metadata.yaml").exists():
+        raise ValueError(f"{path} is not a rosbag2 folder: it has no metadata.yaml")
     store = make_typestore()
     with Reader(path) as reader:
         image_conns = _pick_topic(reader, (IMAGE_MSG, COMPRESSED_MSG), image_topic, "camera")

@@ -17,19 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from .bags import IMAGE_FORMATS, STORAGES, BagConfig, read_bag_info, sequence_to_bag, video_fps, video_to_bag
+from .bags import IMAGE_FORMATS, MAX_STAMP_NS, STORAGES, BagConfig, read_bag_info, sequence_to_bag, video_fps, video_to_bag
 from .datasets import FORMATS, load_dataset, load_sequence
 from .metrics import INVALID_RULES
 from .plots import plot_curves
 from .report import (
     evaluate_results,
     evaluate_tracker_dir,
+    is_scorable,
     per_sequence_rows,
+    plain_json,
     summary_rows,
     to_csv,
     to_markdown,
@@ -88,9 +89,20 @@ def _make_tracker(args):
 
 
 def _sequences(args):
-    if args.sequences:
-        return [load_sequence(args.data / n, args.format) for n in args.sequences]
-    return load_dataset(args.data, args.format)
+    return load_dataset(args.data, args.format, args.sequences)
+
+
+def _result_name(args) -> str:
+    """The result set's name (``--name``, default: the tracker's); it becomes the folder RESULTS/NAME."""
+    name = args.name or args.tracker
+    if "/" in name or name in (".", ".."):
+        raise ValueError(f"--name {name!r} must be a plain folder name (it becomes RESULTS/NAME)")
+    return name
+
+
+def _without_ious(metrics: dict) -> dict:
+    """The metrics less the per-frame IoUs kept for pooling GOT-10k AO."""
+    return {key: value for key, value in metrics.items() if key != "ious"}
 
 
 def _print_tables(evaluations, out_dir: Path | None, fmt: str) -> None:
@@ -98,8 +110,8 @@ def _print_tables(evaluations, out_dir: Path | None, fmt: str) -> None:
     if fmt == "json":
         payload = {
             ev.tracker: {
-                "overall": _jsonable(ev.overall),
-                "per_sequence": {k: _jsonable(v) for k, v in ev.per_sequence.items()},
+                "overall": plain_json(_without_ious(ev.overall)),
+                "per_sequence": {k: plain_json(_without_ious(v)) for k, v in ev.per_sequence.items()},
             }
             for ev in evaluations
         }
@@ -117,26 +129,17 @@ def _print_tables(evaluations, out_dir: Path | None, fmt: str) -> None:
         (out_dir / "summary.csv").write_text(to_csv(summary))
 
 
-def _jsonable(metrics: dict) -> dict:
-    """Plain JSON values; a number that is not one (NaN: no frames, no times) becomes null."""
-    def plain(value):
-        if isinstance(value, np.ndarray):
-            return [plain(v) for v in value.tolist()]
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        return value
-
-    return {key: plain(value) for key, value in metrics.items() if key != "ious"}
-
-
 def cmd_run(args) -> int:
+    name = _result_name(args)
     sequences = _sequences(args)
     tracker = _make_tracker(args)
-    name = args.name or args.tracker
-    if "/" in name or name in (".", ".."):
-        raise ValueError(f"--name {name!r} must be a plain folder name (it becomes RESULTS/NAME)")
     run_dataset(tracker, sequences, args.results / name, overwrite=args.overwrite, frame_step=args.frame_step)
-    _print_tables([evaluate_tracker_dir(args.results / name, sequences, args.invalid)], None, "md")
+    scorable = [seq for seq in sequences if is_scorable(seq)]
+    if len(scorable) < len(sequences):
+        log.info("results of %d sequence(s) without ground truth after the first frame are written but not "
+                 "scored (the GOT-10k test split is scored by its evaluation server)", len(sequences) - len(scorable))
+    if scorable:
+        _print_tables([evaluate_tracker_dir(args.results / name, scorable, args.invalid)], None, "md")
     return 0
 
 
@@ -170,14 +173,22 @@ def cmd_compare(args) -> int:
 
 
 def _positive(kind):
-    """An argparse type: a number of ``kind`` above zero (argparse reports anything else, exit code 2)."""
+    """An argparse type: a finite number of ``kind`` above zero (argparse reports anything else, exit code 2)."""
     def parse(text: str):
         value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its message
     return parse
+
+
+def _stamp_seconds(text: str) -> float:
+    """An argparse type: seconds since the epoch that a ROS stamp can hold (0 < t < 2^31)."""
+    value = float(text)
+    if not 0 < value < MAX_STAMP_NS / 1e9:
+        raise argparse.ArgumentTypeError(f"must be in (0, 2^31) seconds (builtin_interfaces/Time), got {text}")
+    return value
 
 
 def _bag_config(args, fps: float) -> BagConfig:
@@ -191,6 +202,8 @@ def _bag_config(args, fps: float) -> BagConfig:
 def cmd_to_bag(args) -> int:
     source: Path = args.source
     if source.is_dir():
+        if args.gt is not None:
+            raise ValueError("--gt is for a video; a sequence folder brings its own ground truth")
         seq = load_sequence(source, args.format)
         sequence_to_bag(seq, args.out, _bag_config(args, args.fps or DEFAULT_FPS))
     elif source.is_file():
@@ -205,12 +218,13 @@ def cmd_to_bag(args) -> int:
 
 
 def cmd_eval_bag(args) -> int:
+    name = _result_name(args)
     info = read_bag_info(args.bag, args.image_topic, args.gt_topic)
     tracker = _make_tracker(args)
     result = run_bag(tracker, info, progress=True)
     if args.results is not None:
-        write_result(args.results / (args.name or args.tracker), result)
-    ev = evaluate_results(args.name or args.tracker, [result], [info], args.invalid)
+        write_result(args.results / name, result)
+    ev = evaluate_results(name, [result], [info], args.invalid)
     _print_tables([ev], None, "md")
     return 0
 
@@ -230,7 +244,7 @@ def _add_bag_layout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--info-topic", default=d.info_topic, help="camera_info topic")
     p.add_argument("--gt-topic", default=d.gt_topic, help="ground-truth Detection2D topic")
     p.add_argument("--frame-id", default=d.frame_id, help="header frame_id")
-    p.add_argument("--start-time", type=float, default=d.start_time_ns / 1e9,
+    p.add_argument("--start-time", type=_stamp_seconds, default=d.start_time_ns / 1e9,
                    help="stamp of the first frame, seconds since the epoch")
     p.add_argument("--bag-version", type=int, default=d.version, choices=(8, 9),
                    help="rosbag2 metadata version")

@@ -6,13 +6,20 @@ Images are not decoded here; :meth:`Sequence.read_frame` returns OpenCV's BGR ar
 
 Layouts recognised by :func:`load_sequence` (first match wins):
 
-* OTB / UAV123: ``img/*.jpg`` + ``groundtruth_rect.txt`` (``,``, tab or space separated);
+* OTB / UAV123: ``img/*.jpg`` + ``groundtruth_rect.txt`` (``,``, tab or space separated). A folder
+  with several targets (OTB-100's Jogging and Skating2: ``groundtruth_rect.1.txt``, ``.2.txt``)
+  gives one sequence per target, named ``Jogging-1``, ``Jogging-2``; the five OTB-100 folders
+  holding more images than annotated frames (David, Football1, Freeman3, Freeman4, Diving) are cut
+  to the benchmark's frame range;
 * LaSOT: ``img/`` + ``groundtruth.txt`` + ``full_occlusion.txt`` / ``out_of_view.txt``
   (absent = fully occluded or out of view);
 * GOT-10k: ``*.jpg`` beside ``groundtruth.txt`` (+ ``absence.label``; the test split only
   has the first box, the remaining rows read as NaN);
 * VOT: ``groundtruth.txt`` with 8-value polygons (or 4-value rectangles), frames in ``color/``
   or beside it; polygons become the axis-aligned box of their corners.
+
+:func:`load_dataset` finds sequence folders directly under the root or one level deeper (LaSOT's
+``<class>/<class>-<n>`` tree).
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 FORMATS = ("auto", "otb", "got10k", "lasot", "vot")
 _SEPARATORS = re.compile(r"[,\s]+")
+_OTB_TARGET_FILE = re.compile(r"groundtruth_rect\.(\d+)\.txt")
+_OTB_TARGET_NAME = re.compile(r"(.+)-(\d+)")
+# OTB-100 folders whose img/ holds more frames than were annotated: the benchmark's first and
+# last frame (1-based, inclusive), as in its sequence configuration and the got10k toolkit.
+_OTB_FRAME_RANGES = {"david": (300, 770), "football1": (1, 74), "freeman3": (1, 460),
+                     "freeman4": (1, 283), "diving": (1, 215)}
 
 
 @dataclass
@@ -148,11 +161,32 @@ def _fit_rows(gt: np.ndarray, n: int, name: str) -> np.ndarray:
     return gt
 
 
-def read_otb(folder: Path, name: str | None = None) -> Sequence:
-    """OTB / UAV123 style: ``img/`` + ``groundtruth_rect.txt``."""
+def otb_targets(folder: Path) -> dict[str, Path]:
+    """Sequence name -> ground-truth file of an OTB folder: ``{folder name: groundtruth_rect.txt}``,
+    or one ``<folder name>-<k>`` per ``groundtruth_rect.<k>.txt`` of a multi-target folder."""
     folder = Path(folder)
+    if (folder / "groundtruth_rect.txt").exists():
+        return {folder.name: folder / "groundtruth_rect.txt"}
+    numbered = sorted((int(m.group(1)), p) for p in folder.glob("groundtruth_rect.*.txt")
+                      if (m := _OTB_TARGET_FILE.fullmatch(p.name)))
+    return {f"{folder.name}-{k}": p for k, p in numbered}
+
+
+def read_otb(folder: Path, name: str | None = None, gt_file: Path | None = None) -> Sequence:
+    """OTB / UAV123 style: ``img/`` + ``groundtruth_rect.txt`` (or ``gt_file``, one target of a
+    multi-target folder)."""
+    folder = Path(folder)
+    if gt_file is None:
+        targets = otb_targets(folder)
+        if len(targets) != 1:
+            raise ValueError(f"{folder} holds {len(targets)} targets; load one of them: {', '.join(targets)}")
+        (name_of_target, gt_file), = targets.items()
+        name = name or name_of_target
     frames = list_images(folder / "img")
-    gt, polygons = read_boxes(folder / "groundtruth_rect.txt")
+    gt, polygons = read_boxes(gt_file)
+    frame_range = _OTB_FRAME_RANGES.get(folder.name.lower())
+    if frame_range is not None and len(frames) > gt.shape[0]:
+        frames = frames[frame_range[0] - 1 : frame_range[1]]
     return Sequence(name or folder.name, frames, gt, polygons=polygons)
 
 
@@ -194,7 +228,7 @@ _READERS = {"otb": read_otb, "got10k": read_got10k, "lasot": read_lasot, "vot": 
 def detect_format(folder: Path) -> str:
     """Guess the layout of a sequence folder from the files it holds."""
     folder = Path(folder)
-    if (folder / "groundtruth_rect.txt").exists() and (folder / "img").is_dir():
+    if otb_targets(folder) and (folder / "img").is_dir():
         return "otb"
     if (folder / "groundtruth.txt").exists():
         if (folder / "full_occlusion.txt").exists() or (folder / "out_of_view.txt").exists():
@@ -213,42 +247,64 @@ def detect_format(folder: Path) -> str:
 
 def _holds_a_sequence(folder: Path) -> bool:
     """Whether the folder has the annotation file of one of the layouts."""
-    return (folder / "groundtruth_rect.txt").exists() or (folder / "groundtruth.txt").exists()
+    return bool(otb_targets(folder)) or (folder / "groundtruth.txt").exists()
 
 
 def load_sequence(folder, fmt: str = "auto", name: str | None = None) -> Sequence:
-    """Read one sequence folder in the given (or detected) layout."""
+    """Read one sequence folder in the given (or detected) layout. ``<folder>-<k>`` names target k
+    of a multi-target OTB folder (``OTB100/Jogging-1``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
     folder = Path(folder)
     if not folder.is_dir():
+        target = _OTB_TARGET_NAME.fullmatch(folder.name)
+        if target is not None and fmt in ("auto", "otb"):
+            parent = folder.with_name(target.group(1))
+            gt_file = otb_targets(parent).get(folder.name) if parent.is_dir() else None
+            if gt_file is not None:
+                return read_otb(parent, name or folder.name, gt_file)
         raise FileNotFoundError(f"sequence folder {folder} does not exist")
     if fmt == "auto":
         fmt = detect_format(folder)
     return _READERS[fmt](folder, name)
 
 
-def load_dataset(root, fmt: str = "auto", names: list[str] | None = None) -> list[Sequence]:
-    """Every sequence folder directly under ``root`` (or only ``names``), sorted by name.
+def _sequence_folders(root: Path) -> list[Path]:
+    """Sequence folders directly under ``root``, else one level deeper (LaSOT: class/class-n)."""
+    children = sorted(p for p in root.iterdir() if p.is_dir())
+    found = [p for p in children if _holds_a_sequence(p)]
+    if found:
+        return found
+    return [p for child in children for p in sorted(child.iterdir()) if p.is_dir() and _holds_a_sequence(p)]
 
-    ``root`` may also be a single sequence folder, which gives a one-element list.
+
+def _load_folder(folder: Path, fmt: str) -> list[Sequence]:
+    """Every sequence of one folder: one, or one per target of a multi-target OTB folder."""
+    if fmt in ("auto", "otb") and not (folder / "groundtruth_rect.txt").exists():
+        targets = otb_targets(folder)
+        if targets and (folder / "img").is_dir():
+            return [read_otb(folder, name, gt_file) for name, gt_file in targets.items()]
+    return [load_sequence(folder, fmt)]
+
+
+def load_dataset(root, fmt: str = "auto", names: list[str] | None = None) -> list[Sequence]:
+    """Every sequence under ``root`` (or only ``names``), sorted by folder name.
+
+    ``root`` may also be a single sequence folder, which gives its sequence(s).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
-    if names is None:
-        if _holds_a_sequence(root):
-            return [load_sequence(root, fmt)]  # a broken one says what is wrong with it
-        candidates = sorted(p for p in root.iterdir() if p.is_dir())
-        sequences = []
-        for folder in candidates:
-            if not _holds_a_sequence(folder):
-                continue
-            try:
-                sequences.append(load_sequence(folder, fmt))
-            except ValueError as exc:
-                log.warning("skipping %s: %s", folder, exc)
-        if not sequences:
-            raise ValueError(f"no sequence folder found under {root}")
-        return sequences
-    return [load_sequence(root / n, fmt) for n in names]
+    if names is not None:
+        return [load_sequence(root / n, fmt) for n in names]
+    if _holds_a_sequence(root):
+        return _load_folder(root, fmt)  # a broken one says what is wrong with it
+    sequences = []
+    for folder in _sequence_folders(root):
+        try:
+            sequences.extend(_load_folder(folder, fmt))
+        except ValueError as exc:
+            log.warning("skipping %s: %s", folder, exc)
+    if not sequences:
+        raise ValueError(f"no sequence folder found under {root} or one level below it")
+    return sequences

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import Sequence
-from .metrics import aggregate_got10k, aggregate_ope, got10k_ao_sr, ope_metrics
+from .metrics import aggregate_got10k, aggregate_ope, got10k_ao_sr, ope_metrics, valid_gt_mask
 from .results import SequenceResult, read_result
 
 SCALAR_KEYS = ("success_auc", "precision", "norm_precision", "op50", "op75")
@@ -34,12 +34,20 @@ class Evaluation:
     overall: dict = field(default_factory=dict)
 
 
+def is_scorable(seq: Sequence) -> bool:
+    """Whether a sequence has ground truth after its first frame (the GOT-10k test split has none)."""
+    return bool(valid_gt_mask(seq.gt, seq.absent)[1:].any())
+
+
 def score_result(result: SequenceResult, seq: Sequence, invalid: str = "exclude") -> dict:
     """OPE metrics, GOT-10k AO/SR and speed of one sequence result."""
     if result.boxes.shape[0] != len(seq):
         raise ValueError(
             f"{seq.name}: result has {result.boxes.shape[0]} boxes for {len(seq)} frames"
         )
+    if not is_scorable(seq):
+        raise ValueError(f"{seq.name}: no ground truth after the first frame, so nothing to score "
+                         "(the GOT-10k test split is scored by its evaluation server)")
     boxes = result.boxes.copy()
     boxes[0] = seq.gt[0]  # the toolkits score frame 0 as the given box
     metrics = ope_metrics(boxes, seq.gt, seq.absent, invalid=invalid)
@@ -93,6 +101,22 @@ def evaluate_tracker_dir(
     tracker_dir = Path(tracker_dir).resolve()
     results = [read_result(tracker_dir, seq.name) for seq in sequences]
     return evaluate_results(name or tracker_dir.name, results, sequences, invalid)
+
+
+def plain_json(value):
+    """A copy ready for ``json.dumps(allow_nan=False)``: arrays as lists, NumPy scalars as Python
+    numbers, NaN and infinities (no frames, no times) as null."""
+    if isinstance(value, dict):
+        return {key: plain_json(v) for key, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return plain_json(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _cell(value: float, key: str) -> str:

@@ -80,13 +80,14 @@ def result_paths(tracker_dir: Path, sequence: str) -> dict[str, Path]:
 
 
 def write_result(tracker_dir: Path, result: SequenceResult) -> Path:
-    """Write times / scores when present, then the boxes (last: their file marks the result done);
-    returns the boxes file."""
+    """Write times / scores when present (removing those of an earlier result when not), then the
+    boxes (last: their file marks the result done); returns the boxes file."""
     paths = result_paths(tracker_dir, result.name)
-    if result.times is not None:
-        write_column(paths["times"], result.times)
-    if result.scores is not None:
-        write_column(paths["scores"], result.scores)
+    for key, values in (("times", result.times), ("scores", result.scores)):
+        if values is not None:
+            write_column(paths[key], values)
+        else:
+            paths[key].unlink(missing_ok=True)
     write_boxes(paths["boxes"], result.boxes)
     return paths["boxes"]
 

@@ -52,7 +52,7 @@ class OpenCVTracker:
             missing = [p for p in (nano_backbone, nano_head) if not p or not Path(p).is_file()]
             if missing:
                 raise FileNotFoundError(
-                    "NanoTrack needs its two ONNX files: pass nano_backbone= and nano_head= "
+                    "NanoTrack needs its two ONNX files: --nano-backbone and --nano-head (nano_backbone= and nano_head=) "
                     f"(missing: {missing or [nano_backbone, nano_head]})"
                 )
             self._params = cv2.TrackerNano_Params()

@@ -8,9 +8,10 @@ truth, and records ``~/detection`` and ``~/status``. Results are joined to the g
 Two modes:
 
 * ``realtime``: frames go out at the recorded rate (times ``rate``) whatever the node does, as a
-  camera would send them. A frame the node skipped keeps the previous box (the VOT real-time
-  rule), so accuracy reflects what a user would have seen. End-to-end latency is the time from
-  publishing a frame to receiving its detection (same clock, same process).
+  camera would send them. Each frame is scored with the newest box that had come back before the
+  next frame went out (the VOT real-time rule): a frame the node skipped, or answered late, keeps
+  the box the user held, so accuracy reflects what a user would have seen. End-to-end latency is
+  the time from publishing a frame to receiving its detection (same clock, same process).
 * ``lockstep``: each frame goes out as soon as the detection of the previous one came back, so
   no frame is skipped and the boxes equal offline evaluation of the same bag.
 
@@ -53,6 +54,7 @@ from mixformer_ros.evaluation.report import (
     Evaluation,
     evaluate_results,
     per_sequence_rows,
+    plain_json,
     summary_rows,
     to_markdown,
 )
@@ -99,6 +101,7 @@ class ReplayRecord:
     """What the player sent and what came back."""
 
     init_box: np.ndarray
+    mode: str = "realtime"  # realtime: a detection counts only until the next frame goes out
     init_message: str = ""
     track_id: str = ""  # the node's identity of this replay's track
     published_at: dict[int, float] = field(default_factory=dict)  # stamp ns -> monotonic s
@@ -263,7 +266,7 @@ def replay_bag(bag, config: ReplayConfig, progress: bool = True) -> tuple[BagInf
         frames = _frames(messages, info)
         first = next(frames)
         width, height = _frame_size(first.image, info.image_msgtype)
-        node.record = ReplayRecord(init_box=init_box_for(info.init_box, width, height))
+        node.record = ReplayRecord(init_box=init_box_for(info.init_box, width, height), mode=config.mode)
         _initialise(node, info, first, width, height)
         node.record.started_at = time.monotonic()
         _play(node, info, frames, progress)
@@ -358,6 +361,7 @@ class ReplayReport:
     frames: int  # frames after the initial one
     detections: int
     dropped: int  # frames without a detection (their box is the previous one)
+    late: int  # realtime: detections that came back after the next frame went out (scored as dropped)
     node_frames_dropped: int  # the node's own count over this replay, from its statuses
     latency_ms: dict  # end-to-end publish -> detection, p50/p90/p99/mean/max
     node_latency_ms: dict  # TrackerStatus.latency_ms percentiles (arrival -> published in the node)
@@ -366,12 +370,12 @@ class ReplayReport:
 
     def as_dict(self) -> dict:
         overall = {k: v for k, v in self.evaluation.overall.items() if not isinstance(v, np.ndarray)}
-        return {
-            "frames": self.frames, "detections": self.detections, "dropped": self.dropped,
+        return plain_json({
+            "frames": self.frames, "detections": self.detections, "dropped": self.dropped, "late": self.late,
             "node_frames_dropped": self.node_frames_dropped, "latency_ms": self.latency_ms,
             "node_latency_ms": self.node_latency_ms, "throughput_fps": self.throughput_fps,
             "accuracy": overall,
-        }
+        })
 
 
 def _percentiles(values) -> dict:
@@ -383,23 +387,51 @@ def _percentiles(values) -> dict:
             "mean": float(values.mean()), "max": float(values.max())}
 
 
+def _deadlines(info: BagInfo, record: ReplayRecord) -> np.ndarray:
+    """(N,) monotonic time by which each frame's detection must be back to count: when the next
+    frame went out (the last frame: one median frame period after it). Lockstep: no deadline."""
+    deadlines = np.full(len(info), np.inf)
+    if record.mode == "lockstep":
+        return deadlines
+    sent = np.array([record.published_at.get(int(s), np.nan) for s in info.stamps_ns])
+    deadlines[:-1] = np.where(np.isfinite(sent[1:]), sent[1:], np.inf)
+    periods = np.diff(sent[np.isfinite(sent)])
+    if np.isfinite(sent[-1]) and periods.size:
+        deadlines[-1] = sent[-1] + float(np.median(periods))
+    return deadlines
+
+
 def build_report(info: BagInfo, record: ReplayRecord, name: str, invalid: str = "exclude") -> ReplayReport:
-    """Join detections to frames by stamp; a frame without one keeps the previous box."""
+    """Score each frame with the newest detection (by frame stamp) back by its deadline
+    (:func:`_deadlines`); a frame without one keeps the box held before it."""
+    deadlines = _deadlines(info, record)
+    arrivals = sorted((t, stamp) for stamp, (_, _, t) in record.detections.items())
     boxes = np.empty((len(info), 4))
     scores = np.full(len(info), np.nan)
     boxes[0] = record.init_box
-    latencies = []
+    held_box, held_stamp = record.init_box, int(info.stamps_ns[0])
+    pending: list[int] = []  # stamps back in time but of frames not reached yet
+    next_arrival = late = 0
     for i in range(1, len(info)):
         stamp = int(info.stamps_ns[i])
-        hit = record.detections.get(stamp)
-        if hit is None:
-            boxes[i] = boxes[i - 1]
-            continue
-        boxes[i], scores[i] = hit[0], hit[1]
-        if stamp in record.published_at:
-            latencies.append((hit[2] - record.published_at[stamp]) * 1000.0)
+        while next_arrival < len(arrivals) and arrivals[next_arrival][0] <= deadlines[i]:
+            pending.append(arrivals[next_arrival][1])
+            next_arrival += 1
+        usable = [s for s in pending if s <= stamp]
+        if usable and max(usable) > held_stamp:
+            held_stamp = max(usable)
+            held_box = record.detections[held_stamp][0]
+        pending = [s for s in pending if s > stamp]
+        boxes[i] = held_box
+        if held_stamp == stamp:
+            scores[i] = record.detections[stamp][1]
+        elif stamp in record.detections:
+            late += 1
+    answered = [int(s) for s in info.stamps_ns[1:] if int(s) in record.detections]
+    latencies = [(record.detections[s][2] - record.published_at[s]) * 1000.0 for s in answered
+                 if s in record.published_at]
     frames = len(info) - 1
-    received = sum(1 for s in info.stamps_ns[1:] if int(s) in record.detections)
+    received = len(answered)
     result = SequenceResult(info.name, boxes, None, scores)
     evaluation = evaluate_results(name, [result], [info], invalid)
     last_times = [t for _, _, t in record.detections.values()]
@@ -410,6 +442,7 @@ def build_report(info: BagInfo, record: ReplayRecord, name: str, invalid: str = 
         frames=frames,
         detections=received,
         dropped=frames - received,
+        late=late,
         # The node's counter runs over its whole life: count only what this track added.
         node_frames_dropped=int(node_status[-1].frames_dropped - node_status[0].frames_dropped) if node_status else 0,
         latency_ms=_percentiles(latencies),
@@ -429,7 +462,7 @@ def format_report(report: ReplayReport) -> str:
         to_markdown(per_sequence_rows([report.evaluation])),
         to_markdown(summary_rows([report.evaluation])),
         f"frames {report.frames}, detections {report.detections}, without detection {report.dropped} "
-        f"(node counted {report.node_frames_dropped} dropped)",
+        f"(node counted {report.node_frames_dropped} dropped), back after the next frame {report.late}",
         f"end-to-end latency p50/p90/p99 ms: {pct(lat)}; in-node latency p50/p90/p99 ms: {pct(node_lat)}",
         f"throughput {report.throughput_fps:.1f} detections/s",
     ]
@@ -456,5 +489,5 @@ def replay_main(args) -> int:
         write_result(args.results / args.name, report.result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.as_dict(), indent=1))
+        args.json.write_text(json.dumps(report.as_dict(), indent=1, allow_nan=False))
     return 0
