@@ -104,15 +104,21 @@ def main(args: list[str] | None = None) -> int:
         node.get_logger().info(f"Fast DDS profile: {profile}")
     try:
         if node.settings.autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("configure failed; exiting (see the error above)")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("activate failed; exiting")
-                return 1
+            for transition in (node.trigger_configure, node.trigger_activate):
+                if transition() != TransitionCallbackReturn.SUCCESS:
+                    if not rclpy.ok():  # Ctrl-C/SIGTERM while the model loaded: a requested exit
+                        return 0
+                    node.get_logger().error(f"{transition.__name__[len('trigger_'):]} failed; exiting "
+                                            "(see the error above)")
+                    return 1
         spin_node(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # A callback caught half way by the shutdown (its publisher already destroyed): the exit
+        # that was asked for, not a failure.
     finally:
         node.stop()
         node.destroy_node()

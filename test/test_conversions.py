@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import struct
 
 import cv2
 import numpy as np
@@ -113,6 +114,28 @@ def test_jpeg_and_png_decode_to_rgb():
     out = compressed_to_rgb(CompressedImage(format="", data=array.array("B", jpg.tobytes())))
     assert out.shape == big.shape
     assert np.abs(out.astype(int) - big.astype(int)).mean() < 25  # lossy, but the same picture
+
+
+def _with_segment(jpeg: bytes, marker: int, payload: bytes) -> bytes:
+    """The JPEG with an APPn segment inserted right after its start-of-image marker."""
+    return jpeg[:2] + bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_jpegs_from_phones_and_ip_cameras_decode_as_stored():
+    """Metadata segments (ICC, XMP) may push the frame header past the first 64 KiB, and an EXIF
+    orientation must not rotate the pixels: image_transport and rviz show them as stored."""
+    wide = cv2.resize(RGB, (80, 48), interpolation=cv2.INTER_NEAREST)
+    jpeg = cv2.imencode(".jpg", wide[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes()
+    big_metadata = _with_segment(_with_segment(jpeg, 0xE2, b"\x00" * 60_000), 0xE2, b"\x00" * 60_000)
+    out = compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", big_metadata)))
+    assert out.shape == (48, 80, 3)
+    # EXIF (little-endian TIFF) with one IFD entry: Orientation (0x0112), SHORT, 1 value: 6 = rotate 90.
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
+    exif += struct.pack("<I", 0)
+    rotated = _with_segment(jpeg, 0xE1, exif)
+    assert cv2.imdecode(np.frombuffer(rotated, np.uint8), cv2.IMREAD_COLOR).shape == (80, 48, 3)  # OpenCV's default
+    out = compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", rotated)))
+    assert out.shape == (48, 80, 3)
 
 
 def test_corrupt_or_unsupported_compressed_images_are_refused():

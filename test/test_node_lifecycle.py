@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -12,6 +15,8 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from mixformer_ros.msg import TrackerStatus
+from mixformer_ros.srv import InitTracker
+from sensor_msgs.msg import RegionOfInterest
 
 from conftest import ros_subprocess_env
 from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
@@ -63,6 +68,50 @@ def test_precision_the_backend_does_not_offer_refuses_to_configure():
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "cannot load the tracker model" in out and "unknown precision 'int8'" in out
+
+
+def test_sigterm_ends_the_node_cleanly_while_it_loads_and_while_inits_wait(tmp_path):
+    """docker stop and launch's escalation send SIGTERM: exit code 0 and no traceback, also while
+    the model is still loading and while ~/init calls wait for the inference thread (the node
+    once hung there, or died with InvalidHandle)."""
+    for folder in ("loading", "inits"):
+        (tmp_path / folder).mkdir()
+    loading = NodeProcess(DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "loading")
+    wait_until(lambda: "Fast DDS profile" in loading.log(), 60, "the node to be created")
+    loading.proc.send_signal(signal.SIGTERM)
+    assert loading.proc.wait(30) == 0, loading.log()
+    assert "Traceback" not in loading.log() and "configured" not in loading.log(), loading.log()
+    loading.stop()
+
+    busy = NodeProcess(DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "inits")
+    client = Client(DOMAIN)
+    stop_camera = threading.Event()
+    try:
+        client.wait_for_services()
+        pub = client.publisher()
+        client.wait_for_subscriber(pub)
+        scene = np.random.default_rng(0).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+
+        def camera():
+            for i in itertools.count():
+                if stop_camera.is_set():
+                    return
+                pub.publish(image_msg(scene, "rgb8", stamp(i)))
+                time.sleep(1 / 30)
+
+        threading.Thread(target=camera, daemon=True).start()
+        assert client.init([100, 80, 200, 150]).success
+        for j in range(8):
+            req = InitTracker.Request()
+            req.roi = RegionOfInterest(x_offset=100 + j, y_offset=80, width=200, height=150)
+            client.init_client.call_async(req)
+        busy.proc.send_signal(signal.SIGTERM)
+        assert busy.proc.wait(30) == 0, busy.log()
+        assert "Traceback" not in busy.log(), busy.log()
+    finally:
+        stop_camera.set()
+        client.close()
+        busy.stop()
 
 
 class Lifecycle:

@@ -192,3 +192,21 @@ def test_diagnostics_report_input_rates_of_fast_cameras(ros):
     rate = float({kv.key: kv.value for kv in diag.status[0].values}["input_rate_hz"])
     assert rate >= 30.0, rate
     assert node.alive()
+
+
+def test_frames_repeating_the_newest_stamp_are_counted_and_reported(ros):
+    """A driver whose stamps stand still gets its first frame tracked and the rest ignored, in the open."""
+    node, client = ros
+    diagnostics = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    pub = client.publisher()
+    for _ in range(6):
+        pub.publish(image_msg(SCENE, "rgb8", stamp(0, 800)))
+        time.sleep(0.05)
+
+    def repeated():
+        return int({kv.key: kv.value for kv in diagnostics[-1].status[0].values}["frames_with_repeated_stamp"])
+
+    wait_until(lambda: diagnostics and repeated() >= 5, 10, "the repeated frames in the diagnostics")
+    wait_until(lambda: "repeat the newest stamp" in node.log(), 5, "a warning about the repeated stamps")
+    assert node.alive()

@@ -211,7 +211,8 @@ def _encode_jpeg(image_bgr: np.ndarray, quality: int = 95) -> bytes:
 def _decode_jpeg(data) -> np.ndarray:
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(bytes(data), dtype=np.uint8), cv2.IMREAD_COLOR)
+    # EXIF orientation ignored, as the node and image_transport decode a CompressedImage.
+    image = cv2.imdecode(np.frombuffer(bytes(data), dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise ValueError("cannot decode JPEG data")
     return image

@@ -143,7 +143,7 @@ def compressed_to_rgb(msg: CompressedImage | CompressedImageFields) -> np.ndarra
         what = f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}')"
         return ImageConversionError(f"{what}: {why}" if why else what)
 
-    size = _declared_size(bytes(msg.data[:65536]))  # JPEG frame headers come after the tables
+    size = _declared_size(bytes(msg.data))  # the whole buffer: EXIF/ICC/XMP segments may fill 64 KiB
     if size is None:
         raise undecodable("not a JPEG or PNG image with a readable header")
     if size[0] * size[1] > MAX_COMPRESSED_PIXELS:
@@ -151,7 +151,9 @@ def compressed_to_rgb(msg: CompressedImage | CompressedImageFields) -> np.ndarra
                           "(MAX_COMPRESSED_PIXELS)")
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        # Pixels as stored, as image_transport's decoder gives them to rviz and other nodes: EXIF
+        # orientation applied would put our boxes in another pixel frame than theirs.
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as exc:  # OpenCV raises, rather than returning None, on some malformed data
         raise undecodable(str(exc).strip().splitlines()[-1]) from None
     if bgr is None or bgr.size == 0:

@@ -29,6 +29,7 @@ import traceback
 import uuid
 from collections import deque
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,11 +37,10 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2D
 
@@ -71,6 +71,7 @@ STATE_NAMES = {TrackerStatus.IDLE: "IDLE", TrackerStatus.TRACKING: "TRACKING", T
 # The 1 Hz diagnostics: latency percentiles over the last frames, rates over the last seconds
 # (enough arrival times kept for cameras up to _MAX_RATE_HZ).
 _LATENCY_WINDOW = 120
+_SERVICE_QUEUE_DEPTH = 100
 _RATE_WINDOW_S = 5.0
 _MAX_RATE_HZ = 400
 
@@ -97,7 +98,10 @@ def _logged_transition(method):
         try:
             return method(self, state)
         except Exception:
-            self.get_logger().error(f"{method.__name__} raised:\n{traceback.format_exc()}")
+            if self.context.ok():
+                self.get_logger().error(f"{method.__name__} raised:\n{traceback.format_exc()}")
+            else:  # Ctrl-C/SIGTERM shut rclpy down under it: nothing went wrong
+                self.get_logger().info(f"{method.__name__} interrupted by shutdown")
             return TransitionCallbackReturn.ERROR
 
     return wrapper
@@ -138,6 +142,7 @@ class TrackerNode(LifecycleNode):
         self._processed = 0
         self._dropped = 0
         self._rejected = 0
+        self._repeated = 0  # frames ignored because they repeat the newest frame's stamp
         self._received = 0
         self._last_message = ""
         self._latencies_ms: deque[float] = deque(maxlen=_LATENCY_WINDOW)
@@ -166,9 +171,14 @@ class TrackerNode(LifecycleNode):
         self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._output_pubs = [self._det_pub, self._status_pub, self._debug_pub, self._diag_pub]
+        # Requests queue while an init waits for the frame in hand: deeper than the default 10,
+        # so a burst from several clients is answered rather than silently dropped.
+        service_qos = QoSProfile(depth=_SERVICE_QUEUE_DEPTH)
         self._service_handles = [
-            self.create_service(InitTracker, "~/init", self._on_init, callback_group=self._services_group),
-            self.create_service(Trigger, "~/stop", self._on_stop, callback_group=self._services_group),
+            self.create_service(InitTracker, "~/init", self._on_init, qos_profile=service_qos,
+                                callback_group=self._services_group),
+            self.create_service(Trigger, "~/stop", self._on_stop, qos_profile=service_qos,
+                                callback_group=self._services_group),
         ]
         self.get_logger().info(
             f"configured: MixFormerV2 ({self.settings.variant}) on {self.settings.backend}/{self.settings.device} "
@@ -293,6 +303,9 @@ class TrackerNode(LifecycleNode):
             self._new_frame.set()
             self._worker.join()
             self._worker = None
+        self._fail_pending_jobs()
+
+    def _fail_pending_jobs(self) -> None:
         while not self._jobs.empty():  # nobody will run these: let their callers go
             _, future = self._jobs.get()
             future.set_exception(RuntimeError("the node is shutting down"))
@@ -305,10 +318,16 @@ class TrackerNode(LifecycleNode):
             self._stop_worker.clear()
             self._worker = threading.Thread(target=self._worker_loop, name="mixformer_inference", daemon=True)
             self._worker.start()
+        worker = self._worker
         future = Future()
         self._jobs.put((fn, future))
         self._new_frame.set()
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except FutureTimeout:
+                if not worker.is_alive():  # it ended (shutdown) without getting to this job
+                    raise RuntimeError("the node is shutting down") from None
 
     # ------------------------------------------------------------------ input
 
@@ -367,11 +386,15 @@ class TrackerNode(LifecycleNode):
         except ImageConversionError as exc:
             self._received += 1
             self._received_times.append(arrival)
-            self._reject(Header(), f"frame rejected: {exc}")
+            self._reject(None, f"frame rejected: {exc}")  # no header to copy: stamped now
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
         if self._buffer.is_repeat(stamp_ns):
-            self.get_logger().debug(f"ignoring a repeated frame with stamp {stamp_ns} ns")
+            # A re-sent frame, or a driver whose clock stands still: frames are told apart by stamp.
+            self._repeated += 1
+            self.get_logger().warning(
+                f"ignoring frames that repeat the newest stamp ({stamp_ns} ns; {self._repeated} so far): "
+                "a re-sent frame, or a camera whose header.stamp does not advance", throttle_duration_sec=5.0)
             return
         self._received += 1
         self._received_times.append(arrival)
@@ -403,9 +426,10 @@ class TrackerNode(LifecycleNode):
                     self._run_jobs()
             except Exception:
                 if not self.context.ok():  # Ctrl-C/SIGTERM shut rclpy down under a frame in hand
-                    return
+                    break
                 # Anything else must not end inference (and hang ~/init) for the node's life.
                 self.get_logger().error(f"inference thread error, carrying on:\n{traceback.format_exc()}")
+        self._fail_pending_jobs()
 
     def _run_jobs(self) -> None:
         while not self._jobs.empty():
@@ -643,6 +667,7 @@ class TrackerNode(LifecycleNode):
             "frames_processed": str(self._processed),
             "frames_dropped": str(self._dropped),
             "frames_rejected": str(self._rejected),
+            "frames_with_repeated_stamp": str(self._repeated),
             "subscription_reliability": self._sub_reliability.name.lower() if self._sub_reliability else "",
             "last_message": self._last_message,
         }
