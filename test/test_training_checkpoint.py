@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from mixformer_ros.training.cli import main
 from mixformer_ros.training.config import ConfigError, load_config
 from mixformer_ros.training.data import SyntheticConfig, SyntheticDataset
 from mixformer_ros.training.trainer import Trainer
-from paths import SOT_DIR
+from paths import REPO_ROOT, SOT_DIR
 from training_helpers import TINY_NETWORK, tiny_config
 
 
@@ -51,6 +54,35 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     resumed.run()
     assert resumed.global_step == full.global_step == 8
     assert same_weights(full, resumed)
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(tmp_path):
+    """The optimizer, schedule and step come from the checkpoint: a changed learning rate would be
+    ignored while the exported file recorded it."""
+    Trainer(tiny_config(tmp_path), device="cpu", resume=False, max_steps=2).run()
+    with pytest.raises(ConfigError, match=r"other settings \(optim.batch_size, optim.lr\).*--no-resume"):
+        Trainer(tiny_config(tmp_path, **{"optim.lr": 0.5, "optim.batch_size": 8}), device="cpu", resume=True)
+    logging_only = Trainer(tiny_config(tmp_path, log_every=5, checkpoint_every=7), device="cpu", resume=True)
+    assert logging_only.global_step == 2
+
+
+def test_sigterm_stops_a_cli_run_after_its_step_with_a_checkpoint(tmp_path):
+    """A scheduler's time limit or docker stop: the run stops as on Ctrl-C and resumes from there."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tmp_path, **{"optim.epochs": 50}).to_dict()))
+    proc = subprocess.Popen([sys.executable, "-m", "mixformer_ros.training.cli", "train", "--config", str(config),
+                             "--threads", "1"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, out
+    _, _, extra = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth.tar")
+    assert 3 <= extra["global_step"] < 50 * 8, out
+    assert "Traceback" not in out
 
 
 def test_ctrl_c_inside_a_step_saves_after_it_and_resumes_exactly(tmp_path):
@@ -141,14 +173,15 @@ def test_bad_config_values_are_named(tmp_path):
         ({"data.synthetic.texture_dirs": [str(tmp_path / "no_textures")]}, "texture_dirs: .* does not exist"),
         ({"data.synthetic_weight": 0}, "synthetic_weight must be > 0"),
         ({"data.sampler.negative_probability": 0.5}, "only makes sense for stage 'score'"),
+        ({"optim.lr": -1e-3}, "optim.lr must be > 0"),
+        ({"data.sampler.max_gap": 0}, "max_gap must be >= 1"),
+        ({"data.datasets": [{"type": "otb", "root": str(SOT_DIR), "weight": 0}]}, "otb weight must be > 0"),
     ]:
         with pytest.raises(ConfigError, match=message):
             tiny_config(tmp_path, **overrides)
 
 
 def test_networks_that_do_not_fit_the_run_are_named_before_training(tmp_path):
-    from mixformer_ros.model import CheckpointError
-
     small = Trainer(tiny_config(tmp_path / "small"), device="cpu", resume=False).run()
     with pytest.raises(ConfigError, match="network takes 32/64 px .* data.crop gives 48/96"):
         Trainer(tiny_config(tmp_path / "ft", **{"model.init_checkpoint": str(small),
@@ -157,7 +190,7 @@ def test_networks_that_do_not_fit_the_run_are_named_before_training(tmp_path):
                 device="cpu", resume=False)
     # The same output folder, now for a deeper network: resuming the old run is refused with a way out.
     deeper = tiny_config(tmp_path / "small", **{"model.network.depth": 3})
-    with pytest.raises(CheckpointError, match="another network; use a new output_dir or --no-resume"):
+    with pytest.raises(ConfigError, match=r"other settings \(model.network.depth\).*new output_dir or --no-resume"):
         Trainer(deeper, device="cpu", resume=True)
     assert Trainer(deeper, device="cpu", resume=False).global_step == 0
 

@@ -180,6 +180,40 @@ def test_otb_frames_are_paired_with_their_boxes(tmp_path):
     assert all(sampler.sample(np.random.default_rng(i)).search.sequence.name != "Named" for i in range(20))
 
 
+def test_otb100_special_folders_train_as_the_benchmark_defines_them(tmp_path):
+    root = tmp_path / "otb"
+    _write_frames(root / "Jogging" / "img", 3, name=lambda i: f"{i + 1:04d}")
+    for target in (1, 2):
+        (root / "Jogging" / f"groundtruth_rect.{target}.txt").write_text(_boxes(3))
+    (root / "David" / "img").mkdir(parents=True)
+    for i in range(770):  # OTB-100's David: 770 images, boxes for frames 300-770
+        (root / "David" / "img" / f"{i + 1:04d}.jpg").touch()
+    (root / "David" / "groundtruth_rect.txt").write_text(_boxes(471))
+    reader = OTBReader(root)
+    assert reader.sequence_names == ["David", "Jogging-1", "Jogging-2"]
+    david = reader[0]
+    assert len(david) == 471 and [david._frames[0].name, david._frames[-1].name] == ["0300.jpg", "0770.jpg"]
+    (jogging_2,) = (OTBReader(root, ["Jogging-2"])[0],)
+    assert jogging_2.name == "Jogging-2" and len(jogging_2) == 3
+
+
+def test_a_sequence_with_unreadable_annotations_is_left_out_not_fatal(tmp_path, caplog):
+    split = tmp_path / "got10k" / "train"
+    for name, gt in (("good", _boxes(4)), ("three_values", "1,2,3\n")):
+        _write_frames(split / name, 4)
+        (split / name / "groundtruth.txt").write_text(gt)
+    (split / "list.txt").write_text("good\nthree_values\nnot_downloaded\n")
+    reader = GOT10kReader(tmp_path / "got10k")
+    with caplog.at_level("WARNING"):
+        assert [len(reader[i]) for i in range(3)] == [4, 0, 0]
+    assert "three_values left out" in caplog.text and "not_downloaded left out (2 so far)" in caplog.text
+    sampler = PairSampler([reader], cfg=SamplerConfig(max_gap=4))
+    assert sampler.sample(np.random.default_rng(0)).search.sequence.name == "good"
+    nothing_usable = PairSampler([GOT10kReader(tmp_path / "got10k", names=["three_values"])], cfg=SamplerConfig())
+    with pytest.raises(DataPathError, match="no valid pair"):
+        nothing_usable.sample(np.random.default_rng(0))
+
+
 def test_unreadable_frames_are_skipped_and_counted(tmp_path):
     seq_dir = tmp_path / "otb" / "Broken"
     _write_frames(seq_dir / "img", 6, name=lambda i: f"{i + 1:04d}")

@@ -182,12 +182,18 @@ def read_otb(folder: Path, name: str | None = None, gt_file: Path | None = None)
             raise ValueError(f"{folder} holds {len(targets)} targets; load one of them: {', '.join(targets)}")
         (name_of_target, gt_file), = targets.items()
         name = name or name_of_target
-    frames = list_images(folder / "img")
     gt, polygons = read_boxes(gt_file)
-    frame_range = _OTB_FRAME_RANGES.get(folder.name.lower())
-    if frame_range is not None and len(frames) > gt.shape[0]:
-        frames = frames[frame_range[0] - 1 : frame_range[1]]
+    frames = otb_annotated_frames(folder.name, list_images(folder / "img"), gt.shape[0])
     return Sequence(name or folder.name, frames, gt, polygons=polygons)
+
+
+def otb_annotated_frames(folder_name: str, frames: list, num_boxes: int) -> list:
+    """The frames an OTB folder's boxes label: all of them, or the benchmark's range for the five
+    OTB-100 folders that hold more images than annotated frames."""
+    frame_range = _OTB_FRAME_RANGES.get(folder_name.lower())
+    if frame_range is not None and len(frames) > num_boxes:
+        return frames[frame_range[0] - 1 : frame_range[1]]
+    return frames
 
 
 def read_lasot(folder: Path, name: str | None = None) -> Sequence:

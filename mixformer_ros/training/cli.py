@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from .config import ConfigError, load_config, parse_override
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_like_ctrl_c(signum, frame) -> None:
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):  # `train &` from a script ignores Ctrl-C
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -60,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
 
+        # SIGTERM (a scheduler's time limit, docker stop) stops like Ctrl-C: at the end of the step,
+        # with a resumable checkpoint.
+        previous_sigterm = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
         try:
             trainer = Trainer(cfg, device=args.device, resume=not args.no_resume, max_steps=args.max_steps)
             path = trainer.run()
         finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
             release_distributed()
     except (ConfigError, DataPathError, CheckpointError) as exc:
         log.error("%s", exc)

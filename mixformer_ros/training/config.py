@@ -225,12 +225,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             problems.append(f"data.datasets: unknown type {spec.type!r}")
         elif not Path(spec.root).is_dir():
             problems.append(f"data.datasets: {spec.type} root {spec.root} does not exist")
+        if not spec.weight > 0:
+            problems.append(f"data.datasets: {spec.type} weight must be > 0 (leave the dataset out instead), "
+                            f"got {spec.weight}")
     net = cfg.model.network
     if cfg.data.crop.template_size != net.template_size or cfg.data.crop.search_size != net.search_size:
         problems.append(
             f"data.crop sizes ({cfg.data.crop.template_size}, {cfg.data.crop.search_size}) differ from "
             f"model.network ({net.template_size}, {net.search_size})"
         )
+    if not cfg.optim.lr > 0:
+        problems.append(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    if cfg.data.sampler.max_gap < 1:
+        problems.append(f"data.sampler.max_gap must be >= 1 frame, got {cfg.data.sampler.max_gap}")
     if cfg.optim.schedule not in ("step", "cosine"):
         problems.append(f"optim.schedule must be 'step' or 'cosine', got {cfg.optim.schedule!r}")
     if cfg.optim.amp not in ("auto", "on", "off"):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from mixformer_ros.model import CheckpointError, read_checkpoint, save_checkpoint
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import (COCOReader, GOT10kReader, LaSOTReader, OTBReader, PairDataset, PairSampler,
                    SyntheticDataset, TrackingNetReader)
 from .stages import Task, build_task
@@ -87,6 +87,26 @@ def interrupt_after_block():
         signal.signal(signal.SIGINT, previous)
     if received:
         signal.raise_signal(signal.SIGINT)
+
+
+# Settings that change what a run logs or keeps, not what it trains: a resume may change them.
+RESUMABLE_CHANGES = ("output_dir", "log_every", "checkpoint_every", "tensorboard", "data.num_workers")
+
+
+def changed_settings(recorded: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the settings whose values differ between two config dicts (those in
+    RESUMABLE_CHANGES, and those only one of them has, from another version, excepted)."""
+    changed = []
+    for key in sorted(set(recorded) & set(current)):
+        name = f"{prefix}{key}"
+        if name in RESUMABLE_CHANGES:
+            continue
+        old, new = recorded.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += changed_settings(old, new, f"{name}.")
+        elif old != new:
+            changed.append(name)
+    return changed
 
 
 def release_distributed() -> None:
@@ -245,6 +265,12 @@ class Trainer:
         if not path.is_file():
             return
         state_dict, _, extra = read_checkpoint(path)
+        changed = changed_settings(extra.get("training", {}), self.cfg.to_dict())
+        if changed:
+            # The optimizer, schedule and step count come from the checkpoint: a changed setting would
+            # be ignored while the exported file recorded it.
+            raise ConfigError(f"{path} was written with other settings ({', '.join(changed)}); resume with the "
+                              "same config, or use a new output_dir or --no-resume to train with these")
         try:
             self.task.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:

@@ -15,6 +15,7 @@ import torch
 
 from mixformer_ros.tracking.geometry import sample_target
 
+from .readers import DataPathError
 from .sampler import FrameRef, PairSample, PairSampler
 from .sequence import FrameReadError
 
@@ -109,7 +110,7 @@ class PairDataset(torch.utils.data.Dataset):
                 continue
             sample["skipped"] = torch.tensor(skipped)
             return sample
-        raise RuntimeError(f"50 consecutive samples hit unreadable frames (index {index}); check the data paths")
+        raise DataPathError(f"50 consecutive samples hit unreadable frames (index {index}); check the data paths")
 
     def _crop(self, ref: FrameRef, image: np.ndarray, size: int, factor: float,
               scale_j: float, center_j: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mixformer_ros.evaluation.datasets import otb_annotated_frames, otb_targets
+
 from .sequence import FileSequence, Sequence, read_image_rgb
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,8 @@ _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class DataPathError(FileNotFoundError):
-    """A dataset root or its expected layout is missing; the message names what was expected."""
+    """A dataset root or its expected layout is missing, or the data cannot give a training sample;
+    the message names what was expected."""
 
 
 def parse_box_file(path: Path) -> np.ndarray:
@@ -76,6 +79,7 @@ class SequenceReader:
 
     def _start_cache(self) -> None:
         self._load = functools.lru_cache(maxsize=64)(self._load_sequence)
+        self._unusable: set[int] = set()  # sequences whose annotations could not be read
 
     # Spawned data workers receive the reader pickled; the cache (a wrapper of a bound method, which
     # pickle cannot store) stays behind and each worker starts its own.
@@ -102,36 +106,57 @@ class SequenceReader:
     def __getitem__(self, index: int) -> Sequence:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        return self._load(index)
+        try:
+            return self._load(index)
+        except (ValueError, OSError) as exc:
+            # One bad annotation file among thousands must not end a run hours in: the sequence is
+            # left out (an empty one, which the sampler passes over) and said so once.
+            if index not in self._unusable:
+                self._unusable.add(index)
+                log.warning("%s: sequence %s left out (%d so far): %s", self.name, self._dirs[index].name,
+                            len(self._unusable), exc)
+            return FileSequence(self._dirs[index].name, [], np.zeros((0, 4), np.float32))
 
 
 class OTBReader(SequenceReader):
-    """Folders `<root>/<seq>/img/*.jpg` with `groundtruth_rect.txt` (OTB, UAV123, our shared data)."""
+    """Folders `<root>/<seq>/img/*.jpg` with `groundtruth_rect.txt` (OTB, UAV123, our shared data).
+    A folder with `groundtruth_rect.<k>.txt` (OTB-100's Jogging, Skating2, Human4) gives one
+    sequence per target, `<seq>-<k>`, as the evaluation reads it."""
 
     name = "otb"
 
     def _list_sequences(self) -> list[Path]:
-        return sorted(d for d in self.root.iterdir() if (d / "groundtruth_rect.txt").is_file() and (d / "img").is_dir())
+        # Each entry names a sequence: the folder itself, or <folder>-<k> beside it for target k.
+        self._annotations = {
+            d.parent / name: (d, gt_file)
+            for d in sorted(self.root.iterdir()) if (d / "img").is_dir()
+            for name, gt_file in otb_targets(d).items()
+        }
+        return list(self._annotations)
 
     def _load_sequence(self, index: int) -> Sequence:
-        d = self._dirs[index]
-        images = _images_in(d / "img")
-        boxes = parse_box_file(d / "groundtruth_rect.txt")
+        d, gt_file = self._annotations[self._dirs[index]]
+        name = self._dirs[index].name
+        boxes = parse_box_file(gt_file)
+        images = otb_annotated_frames(d.name, _images_in(d / "img"), len(boxes))
         numbers = {int(p.stem): p for p in images if p.stem.isdigit()}
         numbered = bool(images) and len(numbers) == len(images)
         if numbered:
             images = [numbers[n] for n in sorted(numbers)]  # 9.jpg before 10.jpg
         if len(images) == len(boxes):
-            return FileSequence(d.name, images, boxes)
+            return FileSequence(name, images, boxes)
+        if len(images) > len(boxes):
+            log.warning("%s: %d images for %d boxes; pairing them from the first image on (cut img/ if the "
+                        "annotation starts later)", d, len(images), len(boxes))
         if numbered:
             # Fewer (or more) files than boxes: row i labels frame number i + 1 (i with a frame 0),
             # so a missing file is skipped where it was instead of shifting the labels after it.
             start, digits, suffix = (0 if 0 in numbers else 1), len(images[0].stem), images[0].suffix
             frames = [numbers.get(start + i, d / "img" / f"{start + i:0{digits}d}{suffix}") for i in range(len(boxes))]
-            return FileSequence(d.name, frames, boxes)
+            return FileSequence(name, frames, boxes)
         log.warning("%s: %d images for %d boxes and no frame numbers to pair them by; sequence left out",
                     d, len(images), len(boxes))
-        return FileSequence(d.name, [], boxes[:0])
+        return FileSequence(name, [], boxes[:0])
 
 
 class GOT10kReader(SequenceReader):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .readers import DataPathError
 from .sequence import Sequence
 
 
@@ -77,7 +78,7 @@ class PairSampler:
             if other_key != key and len(vis):
                 j = int(rng.choice(vis))
                 return FrameRef(other, j, other.boxes[j])
-        raise RuntimeError(f"no other sequence with a visible target after {self.cfg.max_attempts} draws")
+        raise DataPathError(f"no other sequence with a visible target after {self.cfg.max_attempts} draws")
 
     def sample(self, rng: np.random.Generator) -> PairSample:
         cfg = self.cfg
@@ -91,8 +92,9 @@ class PairSampler:
                 # A negative: the search crop shows another sequence's target.
                 return PairSample(templates, self._negative_search(key, rng), positive=False)
             return PairSample(templates, search, positive=True)
-        raise RuntimeError(
-            f"no valid pair after {cfg.max_attempts} attempts: the datasets have too few frames with a visible target"
+        raise DataPathError(
+            f"no valid pair after {cfg.max_attempts} attempts: the datasets have too few frames with a visible target "
+            "(empty image folders, unreadable annotations or targets flagged invisible; see the warnings above)"
         )
 
     def _sample_in_sequence(self, seq: Sequence, rng: np.random.Generator) -> tuple[list[FrameRef], FrameRef] | None:
