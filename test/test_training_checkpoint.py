@@ -174,6 +174,9 @@ def test_bad_config_values_are_named(tmp_path):
         ({"data.synthetic_weight": 0}, "synthetic_weight must be > 0"),
         ({"data.sampler.negative_probability": 0.5}, "only makes sense for stage 'score'"),
         ({"optim.lr": -1e-3}, "optim.lr must be > 0"),
+        ({"optim.lr": True}, "optim.lr: expected a number, got True"),
+        ({"tensorboard": "maybe"}, "tensorboard: expected true or false"),
+        ({"loss.attention_layers": [7]}, r"attention_layers \[7\] must index the network's 2 layers"),
         ({"data.sampler.max_gap": 0}, "max_gap must be >= 1"),
         ({"data.datasets": [{"type": "otb", "root": str(SOT_DIR), "weight": 0}]}, "otb weight must be > 0"),
     ]:

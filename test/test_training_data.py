@@ -89,7 +89,9 @@ def test_readers_parse_each_layout(tmp_path):
     (coco / "annotations" / "instances_train2017.json").write_text(json.dumps({
         "images": [{"id": 1, "file_name": "000000000001.jpg"}],
         "annotations": [{"id": 5, "image_id": 1, "bbox": [4, 4, 30, 30], "area": 900, "iscrowd": 0},
-                        {"id": 6, "image_id": 1, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0}]}))
+                        {"id": 6, "image_id": 1, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0},
+                        # a segmentation's area with a degenerate box: no usable target
+                        {"id": 7, "image_id": 1, "bbox": [10, 10, 0, 25], "area": 500, "iscrowd": 0}]}))
     c = COCOReader(coco)
     assert len(c) == 1 and len(c[0]) == 1 and c[0].frame(0).shape == (48, 64, 3)
 

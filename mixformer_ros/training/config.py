@@ -165,6 +165,10 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
     if kind == "str" and isinstance(value, bool):
         return "on" if value else "off"
+    if kind == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind in ("float", "int") and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
     if kind in ("float", "int") and not isinstance(value, bool):
         if isinstance(value, str):
             try:
@@ -253,6 +257,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         for folder in cfg.data.synthetic.texture_dirs:
             if not Path(folder).is_dir():
                 problems.append(f"data.synthetic.texture_dirs: {folder} does not exist")
+    depth = cfg.model.network.depth
+    if cfg.stage == "train" and not all(-depth <= i < depth for i in cfg.loss.attention_layers):
+        problems.append(f"loss.attention_layers {cfg.loss.attention_layers} must index the network's {depth} layers "
+                        f"(-{depth} to {depth - 1})")
     if cfg.log_every < 1 or cfg.checkpoint_every < 1:
         problems.append("log_every and checkpoint_every must be >= 1")
     d = cfg.distill

@@ -262,7 +262,8 @@ class COCOReader:
         self.image_dir = _require_dir(root / split, f"COCO images '{split}'")
         data = json.loads(ann_file.read_text())
         files = {im["id"]: im["file_name"] for im in data["images"]}
-        anns = [a for a in data["annotations"] if not a.get("iscrowd", 0) and a["area"] >= min_area]
+        anns = [a for a in data["annotations"]
+                if not a.get("iscrowd", 0) and a["area"] >= min_area and a["bbox"][2] > 0 and a["bbox"][3] > 0]
         self._files = [files[a["image_id"]] for a in anns]
         self._boxes = np.asarray([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
         self._ids = [a["id"] for a in anns]
