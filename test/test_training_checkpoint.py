@@ -196,6 +196,10 @@ def test_networks_that_do_not_fit_the_run_are_named_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"other settings \(model.network.depth\).*new output_dir or --no-resume"):
         Trainer(deeper, device="cpu", resume=True)
     assert Trainer(deeper, device="cpu", resume=False).global_step == 0
+    # Fine-tuning takes the file's network; the run records that one, not the config's model.network.
+    finetune = Trainer(tiny_config(tmp_path / "ft2", **{"model.init_checkpoint": str(small), "model.network.depth": 3}),
+                       device="cpu", resume=False, max_steps=1)
+    assert read_checkpoint(finetune.run())[2]["training"]["model"]["network"]["depth"] == 2
 
 
 def test_amp_on_and_off_survive_yaml_reading_them_as_booleans(tmp_path):

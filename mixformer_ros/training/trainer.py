@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -201,9 +201,14 @@ class Trainer:
         self.max_steps = max_steps
 
         self.task: Task = build_task(cfg).to(self.device)
+        loaded = self.task.model.config
+        if cfg.stage != "distill" and cfg.model.init_checkpoint and loaded != cfg.model.network:
+            # The network comes from the file: record that one, not the config's unused model.network.
+            log.info("model.network is taken from %s: %s", cfg.model.init_checkpoint, loaded)
+            cfg = self.cfg = replace(cfg, model=replace(cfg.model, network=loaded))
         params = self.task.trainable_parameters()
         if not params:
-            raise ValueError("nothing to train: every parameter is frozen")
+            raise ConfigError("nothing to train: every parameter is frozen")
         self.net = self.task.model
         if self.env.world_size > 1:
             self.net = DistributedDataParallel(self.task.model, device_ids=[self.device.index] if kind == "cuda" else None)
@@ -215,7 +220,7 @@ class Trainer:
                                    cfg.data.samples_per_epoch, cfg.seed)
         self.steps_per_epoch = self._sampler().steps_per_epoch
         if self.steps_per_epoch < 1:
-            raise ValueError("samples_per_epoch / (processes * batch_size) < 1: no full batch per epoch")
+            raise ConfigError("data.samples_per_epoch / (processes * optim.batch_size) < 1: no full batch per epoch")
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: _lr_factor(step, self.total_steps, cfg.optim))
