@@ -205,6 +205,40 @@ def test_a_damaged_cached_export_is_made_again_and_leftovers_are_swept(tmp_path,
     assert np.all(np.isfinite(backend.predict(np.zeros((64, 64, 3), np.uint8))[0]))
 
 
+def test_cache_heals_a_folder_without_manifest_and_a_damaged_fp32_source(tmp_path, caplog):
+    """Left by a crash or a power cut, neither may block every later start until someone clears the cache."""
+    small = MixFormerV2Config(depth=1, embed_dim=64, num_heads=1, mlp_ratio=1.0, template_size=32, search_size=64,
+                              patch_size=16, num_bins=16)
+    model = build_mixformerv2(small)
+    folder = export.cached_export(model, "fp32", tmp_path)
+    (folder / export.MANIFEST).unlink()
+    with caplog.at_level(logging.WARNING):
+        assert export.cached_export(model, "fp32", tmp_path) == folder
+    assert "exporting again" in caplog.text and (folder / export.MANIFEST).is_file()
+    predictor = folder / "predictor.onnx"
+    predictor.write_bytes(predictor.read_bytes()[: predictor.stat().st_size // 2])  # the int8 graphs' source
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        int8 = export.cached_export(model, "int8", tmp_path)
+    assert "from the cached fp32 export" in caplog.text and "exporting both again" in caplog.text
+    backend = OnnxRuntimeBackend.from_model(model, precision="int8", onnx_model=int8)
+    backend.set_templates(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
+    assert np.all(np.isfinite(backend.predict(np.zeros((64, 64, 3), np.uint8))[0]))
+
+
+def test_an_export_finished_first_by_another_process_is_kept(tmp_path):
+    """Two nodes exporting the same checkpoint on first boot: the second keeps the first one's folder."""
+    model = build_mixformerv2(MixFormerV2Config(depth=1, embed_dim=64, num_heads=1, mlp_ratio=1.0, template_size=32,
+                                                search_size=64, patch_size=16, num_bins=16))
+    export.export_model(model, tmp_path / "export", kinds=("encoder",), check=False)
+    marker = tmp_path / "export" / "placed_by_the_first"
+    marker.touch()
+    export.export_model(model, tmp_path / "export", kinds=("encoder",), check=False)
+    assert marker.exists() and not list(tmp_path.glob(".export.*"))  # its own copy dropped, nothing left over
+    export.export_model(model, tmp_path / "export", kinds=("encoder", "predictor"), check=False)
+    assert not marker.exists() and (tmp_path / "export" / "predictor.onnx").is_file()  # more graphs: replaced
+
+
 def test_int8_derived_from_cached_fp32_and_tracks(export_dir_S, cache_dir):
     """int8 quantises the predictor's MatMuls only; the encoder stays fp32 (it runs once per update)."""
     import onnx

@@ -103,3 +103,40 @@ def test_wrong_shapes_and_keys_are_listed():
 def test_variant_mismatch_is_refused():
     with pytest.raises(CheckpointError, match="wrong shapes"):
         load_model(state_dict=fixture_state_dict("S"), config="B")
+
+
+def test_shapes_alone_rebuild_any_mlp_width_and_a_head_count_that_divides(caplog):
+    """448 * (976 / 448) is 975.99... in floating point: the inferred ratio must still give 976."""
+    odd = build_mixformerv2(MixFormerV2Config(depth=1, embed_dim=448, num_heads=7, mlp_ratio=976.5 / 448,
+                                              template_size=32, search_size=64, num_bins=16))
+    assert odd.config.mlp_hidden == 976
+    with caplog.at_level(logging.WARNING):
+        inferred = load_model(state_dict=odd.state_dict()).config
+    assert inferred.mlp_hidden == 976 and inferred.num_heads == 7  # 448 // 64, which divides 448
+    narrow = build_mixformerv2(MixFormerV2Config(depth=1, embed_dim=352, num_heads=4, mlp_ratio=1.0,
+                                                 template_size=32, search_size=64, num_bins=16))
+    assert load_model(state_dict=narrow.state_dict()).config.num_heads == 4  # 352 // 64 = 5 does not divide 352
+
+
+def test_other_trainers_containers_and_non_float_weights(tmp_path):
+    sd = fixture_state_dict("S")
+    for key in ("state_dict", "model"):
+        path = tmp_path / f"{key}.pth"
+        torch.save({key: sd, "epoch": 3}, path)
+        assert same_weights(load_model(checkpoint=path, config="S"), sd)
+    torch.save({"optimizer": {"lr": 1.0}}, tmp_path / "no_weights.pth")
+    with pytest.raises(CheckpointError, match="holds no state_dict of tensors .*optimizer"):
+        load_model(checkpoint=tmp_path / "no_weights.pth")
+    integers = {k: v.to(torch.int64) for k, v in sd.items()}
+    with pytest.raises(CheckpointError, match="box_head.layers.1.0.weight: checkpoint torch.int64 vs model torch.float32"):
+        load_model(state_dict=integers, config="S")
+    torch.save({"net": sd, "config": {"depth": "4", "wings": 2}}, tmp_path / "bad_config.pth")
+    with pytest.raises(CheckpointError, match="bad_config.pth: its recorded network config is not usable"):
+        load_model(checkpoint=tmp_path / "bad_config.pth")
+
+
+def test_random_bytes_are_called_corrupt_not_unsafe(tmp_path):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match="noise.pth: not a readable PyTorch checkpoint"):
+        load_model(checkpoint=noise)

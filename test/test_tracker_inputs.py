@@ -50,6 +50,23 @@ def test_box_partly_outside_and_tiny_images_track():
     assert 0 <= x <= 30 and 0 <= y <= 40 and w >= 10 and h >= 10 and 0 <= res.score <= 1
 
 
+def test_crops_with_nothing_in_them_and_a_changed_frame_size_are_refused_with_the_reason():
+    trk = build_tracker(variant="S", state_dict=fixture_state_dict("S"))
+    image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    # Only on the last column or row: the official one-pixel-smaller crop leaves nothing (was a cv2.error).
+    for box in ([319.5, 239.5, 0.5, 0.5], [319.2, 0.0, 0.3, 0.3]):
+        with pytest.raises(ValueError, match="leaves nothing to crop in the 320x240 image"):
+            trk.initialize(image, box)
+    with pytest.raises(ValueError, match="leaves nothing to crop in the 640x1 image"):
+        trk.initialize(np.zeros((1, 640, 3), np.uint8), [0, 0, 640, 1])
+    trk.initialize(image, [100, 80, 40, 30])
+    state = list(trk.state)
+    with pytest.raises(ValueError, match="frame size changed from 320x240 to 160x120 .* initialize"):
+        trk.track(image[::2, ::2])
+    assert trk.state == state and trk.frame_index == 0
+    assert trk.track(image).frame_index == 1
+
+
 def test_presets_and_overrides():
     s = variant_config("S")
     assert preset_settings("lasot", s).search_factor == FIXTURE_SEARCH_FACTOR["S"]
@@ -58,6 +75,12 @@ def test_presets_and_overrides():
         preset_settings("nope", s)
     with pytest.raises(ValueError, match="online_size"):
         TrackerSettings(search_factor=4.5, update_interval=10, online_size=3)
+    for bad in ({"search_factor": float("inf")}, {"template_factor": 1e9}, {"search_factor": "4"}):
+        with pytest.raises(ValueError, match="factor must be a number in"):
+            TrackerSettings(**{"search_factor": 4.5, "update_interval": 10, **bad})
+    for interval in (float("nan"), 2.5, True):
+        with pytest.raises(ValueError, match="update_interval must be a whole number"):
+            TrackerSettings(search_factor=4.5, update_interval=interval)
     with pytest.raises(ValueError, match="unknown tracker settings"):
         preset_settings("vot", s).replace(serch_factor=3)
     trk = build_tracker(variant="S", state_dict=fixture_state_dict("S"), preset="vot", search_factor=4.0)

@@ -300,10 +300,8 @@ def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str 
             "torch": torch.__version__, "export_seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-        out_dir.chmod(0o755)  # mkdtemp made it private; the cache may be shared with other users' readers
+        tmp.chmod(0o755)  # mkdtemp made it private; the cache may be shared with other users' readers
+        _move_into_place(tmp, out_dir, manifest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -311,9 +309,37 @@ def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str 
     return manifest
 
 
+def _holds_export(folder: Path, manifest: dict) -> bool:
+    """Whether ``folder`` already holds this export: the same weights key and every graph of it."""
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text())
+        return recorded.get("weights_sha256") == manifest["weights_sha256"] and all(
+            (folder / name).is_file() and recorded.get("graphs", {}).get(kind) == name
+            for kind, name in manifest["graphs"].items())
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _move_into_place(tmp: Path, out_dir: Path, manifest: dict) -> None:
+    """Rename the finished export ``tmp`` to ``out_dir``, replacing an older export there. Another
+    process may be placing the same export at the same moment (two nodes on first boot): whichever
+    finishes first wins, and the other keeps that folder and drops its own."""
+    for _ in range(3):
+        if out_dir.exists():
+            if _holds_export(out_dir, manifest):
+                return  # the same export, finished by another process
+            shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            tmp.rename(out_dir)
+            return
+        except OSError:  # another process put a folder there between the two steps: look again
+            continue
+    raise ExportError(f"could not place the export at {out_dir}: other processes keep replacing it")
+
+
 def default_cache_dir() -> Path:
-    root = os.environ.get("MIXFORMER_ROS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mixformer_ros")
-    return Path(root) / "onnx"
+    root = os.environ.get("MIXFORMER_ROS_CACHE") or os.path.join("~", ".cache", "mixformer_ros")
+    return Path(root).expanduser() / "onnx"
 
 
 def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | os.PathLike | None = None,
@@ -326,7 +352,7 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
     key = weights_hash(model, precision, opset)
     folder = Path(cache_dir or default_cache_dir()) / f"{key[:24]}-{precision}"
     manifest = folder / MANIFEST
-    if manifest.is_file():
+    if folder.exists():
         try:
             recorded = json.loads(manifest.read_text())
             if recorded.get("weights_sha256") == key and all(
@@ -335,6 +361,7 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
         except (OSError, json.JSONDecodeError, AttributeError):
             pass
         log.warning("cached ONNX export %s is incomplete, unreadable or lacks %s; exporting again", folder, list(kinds))
+        shutil.rmtree(folder, ignore_errors=True)  # the cache's own folder (without a manifest export_model keeps it)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         problem = None if os.access(folder.parent, os.W_OK) else "not writable"
@@ -354,7 +381,16 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
             if time.time() - leftover.stat().st_mtime > STALE_EXPORT_S:
                 shutil.rmtree(leftover)
     log.info("exporting MixFormerV2 to ONNX (%s) into %s; this happens once per checkpoint", precision, folder)
-    export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
+    try:
+        export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
+    except Exception as exc:
+        if source is None:
+            raise
+        # The cached fp32 graphs it is derived from may be damaged (a power cut): redo them once.
+        log.warning("deriving %s from the cached fp32 export %s failed (%s); exporting both again", precision, source, exc)
+        shutil.rmtree(source, ignore_errors=True)
+        source = cached_export(model, "fp32", cache_dir, opset, kinds)
+        export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
     return folder
 
 

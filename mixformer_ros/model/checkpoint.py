@@ -15,6 +15,8 @@ from .config import MixFormerV2Config
 from .network import MixFormerV2, build_mixformerv2
 
 CHECKPOINT_FORMAT = "mixformer_ros/1"
+# Where checkpoints keep their weights: official and ours 'net'; other trainers 'state_dict' or 'model'.
+STATE_DICT_KEYS = ("net", "state_dict", "model")
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +33,31 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused by torch.load(weights_only=True); the file holds Python objects other than "
-            f"tensors and plain containers. If you trust it, re-save only its 'net' state_dict. Detail: {exc}"
-        ) from exc
+        if "global" in str(exc):  # a class or function the weights-only unpickler does not allow
+            raise CheckpointError(
+                f"{path}: refused by torch.load(weights_only=True); the file holds Python objects other than "
+                f"tensors and plain containers. If you trust it, re-save only its 'net' state_dict. Detail: {exc}"
+            ) from exc
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {exc}") from exc
     except Exception as exc:  # garbage bytes surface as almost any exception type inside the unpickler
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {exc}") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
-    if "net" in obj:
-        state_dict, extra = obj["net"], {k: v for k, v in obj.items() if k != "net"}
+    container = next((key for key in STATE_DICT_KEYS if isinstance(obj.get(key), dict)), None)
+    if container is not None:
+        state_dict, extra = obj[container], {k: v for k, v in obj.items() if k != container}
     else:
         state_dict, extra = obj, {}
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{path}: 'net' is not a state_dict of tensors")
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path}: holds no state_dict of tensors (looked under {', '.join(STATE_DICT_KEYS)} "
+                              f"and at the top level; found keys {sorted(obj)[:10]})")
     state_dict = strip_prefix(state_dict, "module.")
-    config = MixFormerV2Config.from_dict(extra["config"]) if isinstance(extra.get("config"), dict) else None
+    config = None
+    if isinstance(extra.get("config"), dict):
+        try:
+            config = MixFormerV2Config.from_dict(extra["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its recorded network config is not usable: {exc}") from exc
     return state_dict, config, extra
 
 
@@ -73,17 +84,22 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], num_heads: int |
         num_bins = state_dict["box_head.layers.1.0.weight"].shape[0]
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"cannot infer the network shape from the state_dict: missing {exc}") from exc
-    if num_heads is None and embed_dim != 768:
-        # The released networks are 768 wide with 64-wide heads; for others the guess may be wrong,
-        # and a wrong head count loads without error and computes something else.
-        log.warning("the checkpoint records no config: guessing %d attention head(s) for width %d; pass a "
-                    "config or save the file with save_checkpoint so it records its own",
-                    max(1, embed_dim // 64), embed_dim)
+    if num_heads is None:
+        # 64-wide heads, as in the released networks (768 wide, 12 heads), or the nearest count that divides.
+        num_heads = next(h for h in range(max(1, embed_dim // 64), 0, -1) if embed_dim % h == 0)
+        if embed_dim != 768:
+            # For other widths the guess may be wrong, and a wrong head count loads without error and
+            # computes something else.
+            log.warning("the checkpoint records no config: guessing %d attention head(s) for width %d; pass a "
+                        "config or save the file with save_checkpoint so it records its own", num_heads, embed_dim)
+    mlp_ratio = mlp_hidden / embed_dim
+    if int(embed_dim * mlp_ratio) != mlp_hidden:  # the float product fell just under the integer
+        mlp_ratio = (mlp_hidden + 0.5) / embed_dim
     return MixFormerV2Config(
         depth=depth,
         embed_dim=embed_dim,
-        num_heads=num_heads or max(1, embed_dim // 64),
-        mlp_ratio=mlp_hidden / embed_dim,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
         template_size=template_grid * patch_size,
         search_size=search_grid * patch_size,
         patch_size=patch_size,
@@ -101,6 +117,12 @@ def load_weights(model: MixFormerV2, state_dict: dict[str, torch.Tensor], source
         for k in sorted(set(expected) & set(state_dict))
         if state_dict[k].shape != expected[k].shape
     ]
+    # Integer, boolean or complex values in place of weights would be cast without a word.
+    mismatched += [
+        f"{k}: checkpoint {state_dict[k].dtype} vs model {expected[k].dtype}"
+        for k in sorted(set(expected) & set(state_dict))
+        if expected[k].is_floating_point() and not state_dict[k].is_floating_point()
+    ]
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -108,7 +130,7 @@ def load_weights(model: MixFormerV2, state_dict: dict[str, torch.Tensor], source
         if unexpected:
             parts.append(f"unexpected keys {unexpected}")
         if mismatched:
-            parts.append(f"wrong shapes {mismatched}")
+            parts.append(f"wrong shapes or types {mismatched}")
         raise CheckpointError(f"{source} does not fit the network: " + "; ".join(parts))
     model.load_state_dict(state_dict, strict=True)
 

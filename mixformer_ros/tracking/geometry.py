@@ -44,8 +44,11 @@ def sample_target(image: np.ndarray, box_xywh, factor: float, output_size: int) 
     pad_left, pad_top = max(0, -x1), max(0, -y1)
     pad_right, pad_bottom = max(x2 - W + 1, 0), max(y2 - H + 1, 0)
     patch = image[y1 + pad_top:y2 - pad_bottom, x1 + pad_left:x2 - pad_right]
-    if patch.shape[0] + pad_top + pad_bottom != side or patch.shape[1] + pad_left + pad_right != side:
-        raise ValueError(f"box {list(box_xywh)} lies outside the {W}x{H} image; nothing to crop")
+    # The official one-pixel-smaller crop at the right/bottom edge leaves nothing of a box that only
+    # touches the last column or row, or of an image one pixel wide or high.
+    if patch.size == 0 or patch.shape[0] + pad_top + pad_bottom != side or patch.shape[1] + pad_left + pad_right != side:
+        raise ValueError(f"box {list(box_xywh)} leaves nothing to crop in the {W}x{H} image (it lies outside it, "
+                         "or only on its last row or column)")
     padded = cv2.copyMakeBorder(patch, pad_top, pad_bottom, pad_left, pad_right, cv2.BORDER_CONSTANT)
     resized = cv2.resize(padded, (output_size, output_size), interpolation=cv2.INTER_LINEAR)
     return Crop(resized, output_size / side)

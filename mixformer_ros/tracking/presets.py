@@ -3,9 +3,15 @@ of the official repository; search factor 4.4 for S on LaSOT as in the parity fi
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 
 from ..model import VARIANTS, MixFormerV2Config
+
+
+# Crops wider than this many target sizes only add clutter (the presets use 2 to 5); far larger ones
+# ran OpenCV out of memory instead of failing with a reason.
+MAX_CROP_FACTOR = 20.0
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,14 @@ class TrackerSettings:
                 f"online_size={self.online_size} is not supported: MixFormerV2 takes exactly one online "
                 "template (the official tracker crashes with more)"
             )
-        if not self.search_factor > 0 or not self.template_factor > 0:
-            raise ValueError("search_factor and template_factor must be > 0")
-        if self.update_interval < 1:
-            raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
+        for name in ("search_factor", "template_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and 0 < value <= MAX_CROP_FACTOR):
+                raise ValueError(f"{name} must be a number in (0, {MAX_CROP_FACTOR}] (crop side / target size), "
+                                 f"got {value!r}")
+        if not (isinstance(self.update_interval, numbers.Integral) and not isinstance(self.update_interval, bool)
+                and self.update_interval >= 1):
+            raise ValueError(f"update_interval must be a whole number of frames >= 1, got {self.update_interval!r}")
         if not 0 < self.max_score_decay <= 1:
             raise ValueError(f"max_score_decay must be in (0, 1], got {self.max_score_decay}")
         if not 0 < self.size_update_rate <= 1:

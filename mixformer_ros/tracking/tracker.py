@@ -65,6 +65,7 @@ class MixFormerTracker:
         self.search_size = search_size
         self.settings = settings
         self.state: list[float] | None = None
+        self.frame_size: tuple[int, int] | None = None  # (H, W) of the track's frames: its box is in their pixels
         self.frame_index = 0
         # Frame indices the current templates were cropped from (0 = the initial frame).
         self.online_template_source = 0
@@ -87,13 +88,19 @@ class MixFormerTracker:
         self._best_crop, self._best_source, self._best_score = template, 0, -1.0
         self.online_template_source = 0
         self.state = box
+        self.frame_size = image.shape[:2]
         self.frame_index = 0
 
     def track(self, image: np.ndarray) -> TrackResult:
+        """Follow the target into the next frame; a frame of another size than the track's raises
+        ValueError (the box is in the old frame's pixels) and leaves the track as it was."""
         if self.state is None:
             raise RuntimeError("track() called before initialize()")
         check_image(image)
         H, W = image.shape[:2]
+        if (H, W) != self.frame_size:
+            raise ValueError(f"frame size changed from {self.frame_size[1]}x{self.frame_size[0]} to {W}x{H} during the "
+                             "track; its box is in the old frame's pixels: initialize() again")
         crop = sample_target(image, self.state, self.settings.search_factor, self.search_size)
         box_norm, logit = self.backend.predict(crop.image)
         # Same float32 arithmetic as the official tracker before it leaves the tensor world.
