@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -90,9 +89,10 @@ def main(args: list[str] | None = None) -> int:
 
     # Library code logs through `logging` (model loading, untrained-weight warnings).
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    # rclpy's own handlers take SIGINT and SIGTERM (docker stop, launch's escalation) alike: they wake
+    # the executor even while it waits with nothing to do (an unconfigured node), which a Python
+    # handler, run only between bytecodes, cannot.
     rclpy.init(args=args if args is not None else sys.argv)
-    # SIGTERM (docker stop, launch's escalation) ends the node as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     try:
         node = TrackerNode()
     except (InvalidParameterTypeException, InvalidParameterValueException) as exc:

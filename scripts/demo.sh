@@ -11,4 +11,5 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO_ROOT/scripts/setup.sh"
 # Run from the caller's folder, so relative --source/--checkpoint/--output-dir paths mean what they say.
-PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$REPO_ROOT/.venv/bin/python" -m mixformer_ros.demo "$@"
+# PYTHONPATH is replaced, not extended: a sourced system ROS puts its own rclpy (another Python) there.
+PYTHONPATH="$REPO_ROOT" exec "$REPO_ROOT/.venv/bin/python" -m mixformer_ros.demo "$@"

@@ -73,7 +73,9 @@ fi
 PY="$VENV/bin/python"
 export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:$PATH"
-unset PYTHONHOME
+# A system ROS sourced in this shell must not leak into the venv's builds: its Python paths are
+# another interpreter's, its prefixes another ROS's.
+unset PYTHONHOME PYTHONPATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH
 
 for tool in cmake make c++; do
   command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; building the interfaces needs CMake and a C/C++ toolchain (Debian: apt-get install cmake build-essential)"

@@ -8,6 +8,8 @@ cd "$REPO_ROOT"
 
 bash scripts/setup.sh
 PY="$REPO_ROOT/.venv/bin/python"
+# A sourced system ROS puts its own rclpy (another Python) on PYTHONPATH; the venv brings everything.
+unset PYTHONPATH
 
 args=(-q -ra --durations=15)
 # A hung DDS exchange or subprocess must fail its test, not stall the whole run.

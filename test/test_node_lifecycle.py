@@ -72,9 +72,9 @@ def test_precision_the_backend_does_not_offer_refuses_to_configure():
 
 def test_sigterm_ends_the_node_cleanly_while_it_loads_and_while_inits_wait(tmp_path):
     """docker stop and launch's escalation send SIGTERM: exit code 0 and no traceback, also while
-    the model is still loading and while ~/init calls wait for the inference thread (the node
-    once hung there, or died with InvalidHandle)."""
-    for folder in ("loading", "inits"):
+    the model is still loading, while unconfigured and while ~/init calls wait for the inference
+    thread (the node once hung in the last two, or died with InvalidHandle)."""
+    for folder in ("loading", "idle", "inits"):
         (tmp_path / folder).mkdir()
     loading = NodeProcess(DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "loading")
     wait_until(lambda: "Fast DDS profile" in loading.log(), 60, "the node to be created")
@@ -82,6 +82,13 @@ def test_sigterm_ends_the_node_cleanly_while_it_loads_and_while_inits_wait(tmp_p
     assert loading.proc.wait(30) == 0, loading.log()
     assert "Traceback" not in loading.log() and "configured" not in loading.log(), loading.log()
     loading.stop()
+
+    idle = NodeProcess(DOMAIN, {"autostart": False}, tmp_path / "idle")  # unconfigured: nothing wakes its executor
+    wait_until(lambda: "Fast DDS profile" in idle.log(), 60, "the node to be created")
+    time.sleep(1.0)
+    idle.proc.send_signal(signal.SIGTERM)
+    assert idle.proc.wait(30) == 0, idle.log()
+    idle.stop()
 
     busy = NodeProcess(DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "inits")
     client = Client(DOMAIN)
