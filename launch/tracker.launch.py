@@ -78,9 +78,9 @@ def _declare_arguments(share_dir):
         ),
         DeclareLaunchArgument(
             "use_sim_time",
-            default_value="false",
-            choices=["true", "false"],
-            description="Use the /clock topic (e.g. when replaying a bag)",
+            default_value="",
+            choices=["", "true", "false"],
+            description="Use the /clock topic (e.g. when replaying a bag); empty = from params_file (else false)",
         ),
         DeclareLaunchArgument(
             "rviz",
@@ -95,11 +95,13 @@ def _launch_setup(context, share_dir):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {"use_sim_time": arg("use_sim_time") == "true"}
-    for name in NODE_PARAMETER_ARGUMENTS:
+    overrides = {}
+    for name in NODE_PARAMETER_ARGUMENTS + ("use_sim_time",):
         value = arg(name)
         if value:
-            overrides[name] = (value == "true") if name == "compressed" else value
+            overrides[name] = (value == "true") if name in ("compressed", "use_sim_time") else value
+    if arg("rviz") == "true":
+        overrides["publish_debug_image"] = True  # what the rviz display shows
 
     image_topic = arg("image_topic")
     actions = [
@@ -121,7 +123,7 @@ def _launch_setup(context, share_dir):
                 executable="rviz2",
                 name="mixformer_rviz",
                 arguments=["-d", rviz_config_for(share_dir, arg("namespace"), image_topic)],
-                parameters=[{"use_sim_time": overrides["use_sim_time"]}],
+                parameters=[{"use_sim_time": overrides.get("use_sim_time", False)}],
                 output="screen",
             )
         )

@@ -74,9 +74,9 @@ class Summary:
     frames_dropped_by_node: int
     publish_fps: float
     tracked_fps: float
-    latency_ms_p50: float
-    latency_ms_p99: float
-    latency_ms_max: float
+    latency_ms_p50: float | None  # None: nothing was tracked
+    latency_ms_p99: float | None
+    latency_ms_max: float | None
     mean_iou: float | None
     success_rate_iou_0_5: float | None
     video: str
@@ -219,7 +219,7 @@ def _start_node(args, checkpoint: str, log_path: Path) -> subprocess.Popen:
     if checkpoint:
         cmd += ["-p", f"checkpoint:={checkpoint}"]
     if args.onnx_model:
-        cmd += ["-p", f"onnx_model:={Path(args.onnx_model).resolve()}"]  # the node runs in the repository
+        cmd += ["-p", f"onnx_model:={Path(args.onnx_model).resolve()}"]
     log_file = open(log_path, "w")
     return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
 
@@ -228,8 +228,11 @@ def _wait_for_node(camera: DemoCamera, node: subprocess.Popen, log_path: Path, t
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if node.poll() is not None:
-            tail = log_path.read_text()[-3000:]
-            raise SystemExit(f"the tracker node exited with code {node.returncode}:\n{tail}")
+            lines = log_path.read_text().splitlines()
+            # The reason comes first, whole (a shape mismatch lists every tensor); then how the log ends.
+            errors = [line[:600] + (" ..." if len(line) > 600 else "") for line in lines if "ERROR" in line][:3]
+            raise SystemExit(f"the tracker node exited with code {node.returncode}:\n" + "\n".join(errors + ["..."] + lines[-10:])
+                             + f"\n(whole log: {log_path})")
         if camera.init_client.wait_for_service(timeout_sec=0.5) and camera.pub.get_subscription_count() > 0:
             return
     raise SystemExit(f"the tracker node did not come up within {timeout:.0f}s (log: {log_path})")
@@ -286,25 +289,43 @@ def _rate(text: str) -> float:
     return value
 
 
+def _frame_count(text: str) -> int:
+    """--max-frames: at least one frame to play."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _frame_rate(text: str) -> float:
+    """--fps: a finite rate >= 0 (0 = the source's own)."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="synthetic", help="'synthetic' (procedural clip), a video file, or a camera index")
     p.add_argument("--init-box", type=_pixel_box,
                    help="x,y,w,h of the target in the first frame (required unless --source synthetic)")
-    p.add_argument("--max-frames", type=int, default=150, help="frames to play")
-    p.add_argument("--fps", type=float, default=0.0, help="publishing rate; 0 = the video's rate, 15 for the clip")
+    p.add_argument("--max-frames", type=_frame_count, default=150,
+                   help="frames to play (the procedural clip spreads its path over them: fewer frames, faster motion)")
+    p.add_argument("--fps", type=_frame_rate, default=0.0, help="publishing rate; 0 = the video's rate, 15 for the clip")
     p.add_argument("--seed", type=int, default=7, help="seed of the procedural clip")
     p.add_argument("--no-distractor", action="store_true", help="procedural clip without the distractor square")
     p.add_argument("--variant", default="auto", choices=["S", "B", "auto"],
                    help="network shape; auto = as recorded in the checkpoint (S without one)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"], help="inference backend of the node")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument(
         "--checkpoint",
         default=None,
         help=f"checkpoint; default the shipped {DEMO_MODEL} when found; 'none' = untrained weights",
     )
-    p.add_argument("--onnx-model", default="", help="ONNX model for --backend onnxruntime")
+    p.add_argument("--onnx-model", default="",
+                   help="ONNX export folder for --backend onnxruntime; with --checkpoint none it brings the weights")
     p.add_argument("--preset", default="demo", help="tracker preset of the node")
     p.add_argument("--size-update-rate", type=_rate, default=1.0,
                    help="size_update_rate of the node: 1 = the official tracker, < 1 damps size changes")
@@ -325,6 +346,11 @@ def _resolve_checkpoint(args) -> str:
     return str(shipped) if shipped else ""
 
 
+def _untrained(args, checkpoint: str) -> bool:
+    """No weights at all: neither a checkpoint nor an ONNX export that brings its own."""
+    return not checkpoint and not (args.backend == "onnxruntime" and args.onnx_model)
+
+
 def _loud_untrained_warning() -> None:
     bar = "!" * 78
     log.warning(
@@ -341,7 +367,7 @@ def main(argv=None) -> int:
     if args.source != "synthetic" and not args.init_box:
         raise SystemExit("--init-box x,y,w,h is required for a video file or a camera")
     checkpoint = _resolve_checkpoint(args)
-    if not checkpoint and args.backend == "torch":
+    if _untrained(args, checkpoint):
         _loud_untrained_warning()
 
     # Keep the demo's DDS traffic on this machine unless the user chose otherwise.
@@ -455,11 +481,12 @@ def _report(args, checkpoint, fps, frames, publish_times, detections, status, tr
         return image
 
     video = _write_video(args.output_dir / "demo_tracking.mp4", frames, fps, draw) if frames else None
-    pct = (lambda q: float(np.percentile(latencies, q))) if latencies.size else (lambda q: float("nan"))
+    pct = (lambda q: round(float(np.percentile(latencies, q)), 2)) if latencies.size else (lambda q: None)
+    untrained = _untrained(args, checkpoint)
     summary = Summary(
         source=args.source,
-        checkpoint=checkpoint or "(none: untrained weights)",
-        untrained_weights=not checkpoint,
+        checkpoint=checkpoint or ("(none: untrained weights)" if untrained else "(none: weights from the ONNX export)"),
+        untrained_weights=untrained,
         variant=args.variant,
         backend=args.backend,
         device=args.device,
@@ -468,9 +495,9 @@ def _report(args, checkpoint, fps, frames, publish_times, detections, status, tr
         frames_dropped_by_node=int(status.frames_dropped) if status is not None else -1,
         publish_fps=round(fps, 2),
         tracked_fps=round(tracked / duration, 2) if duration > 0 else 0.0,
-        latency_ms_p50=round(pct(50), 2),
-        latency_ms_p99=round(pct(99), 2),
-        latency_ms_max=round(float(latencies.max()), 2) if latencies.size else float("nan"),
+        latency_ms_p50=pct(50),
+        latency_ms_p99=pct(99),
+        latency_ms_max=round(float(latencies.max()), 2) if latencies.size else None,
         mean_iou=None if mean_iou is None else round(mean_iou, 4),
         success_rate_iou_0_5=None if success is None else round(success, 4),
         video=str(video) if video else "",
@@ -482,7 +509,7 @@ def _report(args, checkpoint, fps, frames, publish_times, detections, status, tr
     for key, value in asdict(summary).items():
         print(f"  {key:<{width}}  {value}")
     print(f"  (written to {out})")
-    if not checkpoint:
+    if untrained:
         _loud_untrained_warning()
     return 0 if tracked else 1
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from parity import fixture_state_dict, load_npz, video_rgb, write_fixture_checkpoint
+from paths import REPO_ROOT
 from mixformer_ros.backends import export
 from mixformer_ros.backends.onnxruntime_backend import OnnxModelError, OnnxRuntimeBackend
 from mixformer_ros.model import MixFormerV2Config, build_mixformerv2, load_model
@@ -181,6 +182,16 @@ def test_an_onnx_folder_alone_brings_the_weights(export_dir_S):
     trk = build_tracker(variant="S", backend="onnxruntime", num_threads=2,
                         backend_options={"onnx_model": str(export_dir_S)})
     np.testing.assert_allclose(run_video(trk), load_npz("tracker_S.npz")["real__out_boxes_xywh"], rtol=0, atol=1e-3)
+
+
+def test_an_onnx_folder_alone_brings_a_network_of_any_shape(tmp_path):
+    """Without a variant the export's manifest gives the shape: a small trained network is not taken for S."""
+    demo = REPO_ROOT / "models" / "demo_tracker.pth.tar"
+    from_checkpoint = build_tracker(checkpoint=demo, backend="onnxruntime", backend_options={"cache_dir": str(tmp_path)})
+    (folder,) = tmp_path.iterdir()
+    alone = build_tracker(backend="onnxruntime", backend_options={"onnx_model": str(folder)})
+    assert (alone.template_size, alone.search_size) == (48, 96)
+    np.testing.assert_array_equal(run_video(alone), run_video(from_checkpoint))
 
 
 def test_a_damaged_cached_export_is_made_again_and_leftovers_are_swept(tmp_path, caplog):

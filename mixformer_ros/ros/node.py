@@ -242,7 +242,7 @@ class TrackerNode(LifecycleNode):
             overrides["search_factor"] = s.search_factor
         if s.update_interval > 0:
             overrides["update_interval"] = s.update_interval
-        if not s.checkpoint and not s.onnx_model:
+        if not s.checkpoint and not self._weights_from_onnx():
             self.get_logger().warning(
                 "NO CHECKPOINT: the 'checkpoint' parameter is empty, so MixFormerV2 runs with UNTRAINED "
                 "random weights and its boxes are meaningless. Pass checkpoint:=/path/to/model.pth.tar."
@@ -266,11 +266,15 @@ class TrackerNode(LifecycleNode):
             return False
         return True
 
+    def _weights_from_onnx(self) -> bool:
+        """An ONNX-only deployment: the export folder brings the weights and the network shape."""
+        return self.settings.backend == "onnxruntime" and bool(self.settings.onnx_model)
+
     def _variant_argument(self) -> str | None:
-        """None lets the checkpoint decide the network shape; 'auto' without one means S."""
+        """None lets the checkpoint (or the ONNX export) decide the network shape; 'auto' without one means S."""
         if self.settings.variant != "auto":
             return self.settings.variant
-        return None if self.settings.checkpoint else "S"
+        return None if self.settings.checkpoint or self._weights_from_onnx() else "S"
 
     def _release_model(self) -> None:
         self._tracker = None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 
@@ -28,8 +29,9 @@ def build_tracker(
 ) -> MixFormerTracker:
     """Build network, backend and tracker.
 
-    ``variant`` ("S"/"B") fixes the network shape; with a checkpoint it may be omitted (the shape
-    comes from the file's config record or its tensor shapes). Without weights the network is
+    ``variant`` ("S"/"B") fixes the network shape; with a checkpoint or an ONNX export it may be
+    omitted (the shape comes from the file's config record or its tensor shapes, or from the
+    export's manifest). Without weights the network is
     randomly initialised, which is only useful for plumbing tests, and a warning says so, unless
     ``backend_options["onnx_model"]`` brings the weights (an ONNX-only deployment).
     ``settings_overrides`` (search_factor, update_interval, template_factor, max_score_decay,
@@ -45,9 +47,14 @@ def build_tracker(
     if weights_given:
         model = load_model(checkpoint=checkpoint, state_dict=state_dict, config=config)
     else:
+        onnx_only = backend == "onnxruntime" and bool(options.get("onnx_model"))
+        if config is None and onnx_only:
+            from mixformer_ros.backends.onnxruntime_backend import read_manifest
+
+            config = MixFormerV2Config.from_dict(read_manifest(Path(options["onnx_model"]))["config"])
         if config is None:
-            raise ValueError("give a variant ('S' or 'B'), a checkpoint or a state_dict")
-        if backend == "onnxruntime" and options.get("onnx_model"):
+            raise ValueError("give a variant ('S' or 'B'), a checkpoint, a state_dict or an onnx_model")
+        if onnx_only:
             options.setdefault("verify_weights", False)  # the ONNX folder is the weights' only source
         else:
             log.warning("NO CHECKPOINT GIVEN: MixFormerV2-%s runs with UNTRAINED random weights; its boxes are "
