@@ -23,6 +23,8 @@ from node_harness import Client, NodeProcess, image_msg, stamp, wait_until
 from paths import REPO_ROOT
 
 DOMAIN = 44
+# Nodes ended by SIGTERM get a domain of their own: the next test's client must not discover them.
+SIGTERM_DOMAIN = 48
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -76,22 +78,22 @@ def test_sigterm_ends_the_node_cleanly_while_it_loads_and_while_inits_wait(tmp_p
     thread (the node once hung in the last two, or died with InvalidHandle)."""
     for folder in ("loading", "idle", "inits"):
         (tmp_path / folder).mkdir()
-    loading = NodeProcess(DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "loading")
+    loading = NodeProcess(SIGTERM_DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "loading")
     wait_until(lambda: "Fast DDS profile" in loading.log(), 60, "the node to be created")
     loading.proc.send_signal(signal.SIGTERM)
     assert loading.proc.wait(30) == 0, loading.log()
     assert "Traceback" not in loading.log() and "configured" not in loading.log(), loading.log()
     loading.stop()
 
-    idle = NodeProcess(DOMAIN, {"autostart": False}, tmp_path / "idle")  # unconfigured: nothing wakes its executor
+    idle = NodeProcess(SIGTERM_DOMAIN, {"autostart": False}, tmp_path / "idle")  # unconfigured: nothing wakes its executor
     wait_until(lambda: "Fast DDS profile" in idle.log(), 60, "the node to be created")
     time.sleep(1.0)
     idle.proc.send_signal(signal.SIGTERM)
     assert idle.proc.wait(30) == 0, idle.log()
     idle.stop()
 
-    busy = NodeProcess(DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "inits")
-    client = Client(DOMAIN)
+    busy = NodeProcess(SIGTERM_DOMAIN, {"variant": "S", "num_threads": 1}, tmp_path / "inits")
+    client = Client(SIGTERM_DOMAIN)
     stop_camera = threading.Event()
     try:
         client.wait_for_services()
