@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
@@ -150,9 +151,13 @@ def test_lifecycle_transitions_by_service(tmp_path):
         state, transition = lifecycle.state, lifecycle.transition
 
         assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        diagnostics = []
+        client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
         assert transition(Transition.TRANSITION_CONFIGURE)
         assert state() == State.PRIMARY_STATE_INACTIVE
         client.wait_for_services(30)
+        inactive = wait_until(lambda: diagnostics, 10, "diagnostics while inactive")[-1].status[0]
+        assert {kv.key: kv.value for kv in inactive.values}["state"] == "INACTIVE" and inactive.message == "inactive"
         reply = client.init([1, 1, 5, 5])
         assert not reply.success and "not active" in reply.message
 

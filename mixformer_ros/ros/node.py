@@ -137,7 +137,8 @@ class TrackerNode(LifecycleNode):
         self._sub_reliability: ReliabilityPolicy | None = None
         self._output_pubs: list = []
         self._service_handles: list = []
-        self._timer_handles: list = []
+        self._timer_handles: list = []  # while active: the QoS re-check
+        self._diagnostics_timer = None  # while configured, active or not
 
         self._processed = 0
         self._dropped = 0
@@ -171,6 +172,8 @@ class TrackerNode(LifecycleNode):
         self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._output_pubs = [self._det_pub, self._status_pub, self._debug_pub, self._diag_pub]
+        # Also while inactive: a monitor should see "inactive", not a node gone stale.
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timers_group)
         # Requests queue while an init waits for the frame in hand: deeper than the default 10,
         # so a burst from several clients is answered rather than silently dropped.
         service_qos = QoSProfile(depth=_SERVICE_QUEUE_DEPTH)
@@ -192,9 +195,8 @@ class TrackerNode(LifecycleNode):
         if self._tracker is None and not self._on_worker(self._load_model):
             return TransitionCallbackReturn.FAILURE
         self._subscribe(self._initial_reliability())
-        self._timer_handles = [self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timers_group)]
         if self.settings.qos == "auto":
-            self._timer_handles.append(self.create_timer(1.0, self._recheck_qos, callback_group=self._timers_group))
+            self._timer_handles = [self.create_timer(1.0, self._recheck_qos, callback_group=self._timers_group)]
         self._active = True
         self.get_logger().info(f"active: listening on {self._sub.topic_name}")
         return TransitionCallbackReturn.SUCCESS
@@ -284,7 +286,7 @@ class TrackerNode(LifecycleNode):
             torch.cuda.empty_cache()
 
     def _stop_input(self) -> None:
-        """Drop the image subscription and the timers (QoS re-check, diagnostics)."""
+        """Drop the image subscription and the QoS re-check timer."""
         for timer in self._timer_handles:
             self.destroy_timer(timer)
         self._timer_handles = []
@@ -294,6 +296,9 @@ class TrackerNode(LifecycleNode):
 
     def _destroy_interfaces(self) -> None:
         self._stop_input()
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
         for pub in self._output_pubs:
             self.destroy_publisher(pub)
         self._output_pubs = []
@@ -652,7 +657,7 @@ class TrackerNode(LifecycleNode):
             latencies, processed_times = list(self._latencies_ms), list(self._processed_times)
         lat = np.array(latencies) if latencies else np.zeros(1)
         track = self._track
-        state = STATE_NAMES[track.state] if track else "IDLE"
+        state = (STATE_NAMES[track.state] if track else "IDLE") if self._active else "INACTIVE"
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: tracker"
         status.hardware_id = f"{self.settings.backend}/{self.settings.device}/{self.settings.precision}"
