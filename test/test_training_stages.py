@@ -1,6 +1,8 @@
 """One optimisation step of every training stage runs and lowers its loss on a fixed batch."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -116,10 +118,20 @@ def test_distill_configs_that_do_not_fit_the_teacher_are_named(tmp_path):
         ({"distill.mimic": [[0, 5]]}, "distill.mimic .*teacher layers 0..1"),
         ({"model.network.depth": 4}, "model.network must describe the student.*depth"),
         ({"distill.student_mlp_ratio": 1.0}, "model.network must describe the student.*mlp_ratio"),
+        ({"distill.student_mlp_ratio": 3.0, "model.network.mlp_ratio": 3.0}, "distill.student_mlp_ratio: "),
+        ({"distill.eliminate": [0, 1]}, r"must name distinct layers and keep at least one of the student's 2"),
+        ({"distill.eliminate": [1, 1]}, r"must name distinct layers"),
+        ({"distill.eliminate": [1], "distill.mimic": [[1, 1]]}, "names a student layer that distill.eliminate"),
+        ({"loss.attention_layers": [5]}, r"attention_layers \[5\] must index the student's 2 layers"),
+        ({"distill.eliminate": [1], "distill.decay_end": 1.0}, "decay_end 1.0 is not reached within the run's 8 steps"),
+        ({"model.init_checkpoint": teacher, "model.network.depth": 3},
+         "model.network must describe the student in model.init_checkpoint"),
     ]
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):
             Trainer(tiny_config(tmp_path / "student", "distill", **base, **overrides), device="cpu", resume=False)
+    # A Path from the API is stored as text: the run's files must stay loadable with weights_only=True.
+    assert tiny_config(tmp_path, "distill", **{"teacher.checkpoint": Path(teacher)}).teacher.checkpoint == str(teacher)
 
 
 def test_a_run_still_removing_layers_saves_files_only_training_resumes(tmp_path):

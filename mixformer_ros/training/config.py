@@ -8,6 +8,7 @@ rest are documented in docs/training.md.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,8 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
     """Numbers written in a form YAML reads as text ('1e-3') become numbers, and words YAML reads as
     booleans (on/off) become text again where a text value is expected; wrong types are errors."""
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if isinstance(value, os.PathLike):  # a Path from the API: files must stay plain data (weights_only)
+        value = os.fspath(value)
     if kind == "str" and isinstance(value, bool):
         return "on" if value else "off"
     if kind == "bool" and not isinstance(value, bool):

@@ -220,16 +220,25 @@ class DistillTask(Task):
         student_depth, teacher_depth = len(self.model.backbone.blocks), len(self.teacher.backbone.blocks)
         if any(not 0 <= i < student_depth for i in d.eliminate):
             raise ConfigError(f"distill.eliminate {d.eliminate}: the student's layers are 0..{student_depth - 1}")
+        if len(set(d.eliminate)) != len(d.eliminate) or len(d.eliminate) >= student_depth:
+            raise ConfigError(f"distill.eliminate {d.eliminate} must name distinct layers and keep at least one of "
+                              f"the student's {student_depth}")
         if any(not (0 <= s < student_depth and 0 <= t < teacher_depth) for s, t in d.mimic):
             raise ConfigError(f"distill.mimic {d.mimic}: student layers are 0..{student_depth - 1}, "
                               f"teacher layers 0..{teacher_depth - 1}")
+        if any(s in d.eliminate for s, _ in d.mimic):
+            raise ConfigError(f"distill.mimic {d.mimic} names a student layer that distill.eliminate {d.eliminate} "
+                              "removes; mimic with the kept layers")
+        if not all(-student_depth <= i < student_depth for i in cfg.loss.attention_layers):
+            raise ConfigError(f"loss.attention_layers {cfg.loss.attention_layers} must index the student's "
+                              f"{student_depth} layers")
         self.decaying = make_decayable(self.model, d.eliminate) if d.eliminate else []
         t_cfg, s_cfg = self.teacher.config, self.model.config
         if t_cfg.num_bins != s_cfg.num_bins:
             raise ConfigError(f"teacher and student need the same num_bins for KL: {t_cfg.num_bins} vs {s_cfg.num_bins}")
         self.resize_for_teacher = (t_cfg.template_size, t_cfg.search_size) != (s_cfg.template_size, s_cfg.search_size)
         if d.mimic and (cfg.teacher.kind != "mixformerv2" or self.resize_for_teacher
-                        or t_cfg.embed_dim != s_cfg.embed_dim):
+                        or t_cfg.embed_dim != s_cfg.embed_dim or t_cfg.patch_size != s_cfg.patch_size):
             raise ConfigError("distill.mimic needs a MixFormerV2 teacher with the student's width and input sizes "
                               "(matching token layout)")
         self.student_tap = _TokenTap(self.model.backbone.blocks, [p[0] for p in d.mimic])
@@ -240,11 +249,18 @@ class DistillTask(Task):
     def _build_student(self) -> MixFormerV2:
         cfg, d = self.cfg, self.cfg.distill
         if cfg.model.init_checkpoint:
-            return load_network(cfg.model.init_checkpoint)
+            student = load_network(cfg.model.init_checkpoint)
+            if student.config != cfg.model.network:
+                raise ConfigError(f"model.network must describe the student in model.init_checkpoint "
+                                  f"({student.config}); it says {cfg.model.network}")
+            return student
         if d.init_from_teacher and self.cfg.teacher.kind == "mixformerv2":
             sd, net_cfg = self.teacher.state_dict(), self.teacher.config
             if d.student_mlp_ratio is not None and d.student_mlp_ratio != net_cfg.mlp_ratio:
-                sd, net_cfg = reduce_mlp(sd, net_cfg, d.student_mlp_ratio)
+                try:
+                    sd, net_cfg = reduce_mlp(sd, net_cfg, d.student_mlp_ratio)
+                except ValueError as exc:
+                    raise ConfigError(f"distill.student_mlp_ratio: {exc}") from exc
             sizes = {"template_size": cfg.model.network.template_size, "search_size": cfg.model.network.search_size}
             if any(getattr(net_cfg, k) != v for k, v in sizes.items()):
                 # A smaller input (e.g. B at 288 -> S at 224): same weights, new fixed position tables.

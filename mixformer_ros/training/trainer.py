@@ -222,6 +222,11 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ConfigError("data.samples_per_epoch / (processes * optim.batch_size) < 1: no full batch per epoch")
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
+        if cfg.stage == "distill" and cfg.distill.eliminate and \
+                (self.total_steps - 1) / self.total_steps < cfg.distill.decay_end:
+            # The last step trains at progress (T-1)/T: a later decay_end exports layers that never reached 0.
+            raise ConfigError(f"distill.decay_end {cfg.distill.decay_end} is not reached within the run's "
+                              f"{self.total_steps} steps; the removed layers must decay to 0 before the last step")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: _lr_factor(step, self.total_steps, cfg.optim))
 
