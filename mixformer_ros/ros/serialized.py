@@ -83,11 +83,10 @@ class _CdrReader:
         return self._buf[start:start + size]
 
     def string(self) -> str:
-        raw = self.octets()  # the length counts the terminating NUL
-        try:
-            return bytes(raw[:-1]).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ImageConversionError(f"malformed message: a string field is not UTF-8 ({exc})") from None
+        """As rclpy reads it: up to the first NUL (the length counts the terminating one), and bytes
+        that are not UTF-8 replaced rather than refused (the node only copies frame_id through)."""
+        raw = bytes(self.octets())
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def header(self) -> Header:
         stamp = Time(sec=self.int32(), nanosec=self.uint32())
@@ -104,7 +103,9 @@ def _deserialize(serialized: bytes, msg_type):
     try:
         return deserialize_message(serialized, msg_type)
     except Exception as exc:  # rclpy raises several types for bad bytes; the node must not die on any
-        raise ImageConversionError(f"malformed {msg_type.__name__} message: {exc}") from None
+        encapsulation = int.from_bytes(serialized[:2], "big")
+        raise ImageConversionError(f"malformed {msg_type.__name__} message (CDR encapsulation 0x{encapsulation:04x}; "
+                                   f"plain CDR 0x0000/0x0001 is what ROS writers send): {exc}") from None
 
 
 def read_image(serialized: bytes) -> ImageFields | Image:
