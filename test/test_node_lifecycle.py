@@ -25,7 +25,7 @@ from paths import REPO_ROOT
 
 DOMAIN = 44
 # Nodes ended by SIGTERM get a domain of their own: the next test's client must not discover them.
-SIGTERM_DOMAIN = 48
+SIGTERM_DOMAIN = 42
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -71,6 +71,16 @@ def test_precision_the_backend_does_not_offer_refuses_to_configure():
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "cannot load the tracker model" in out and "unknown precision 'int8'" in out
+
+
+def test_a_trained_checkpoint_of_any_shape_loads_with_no_other_parameter(tmp_path):
+    """variant defaults to auto: the demo model (width 128, patch 8) needs no variant:=auto."""
+    node = NodeProcess(DOMAIN, {"checkpoint": REPO_ROOT / "models" / "demo_tracker.pth.tar"}, tmp_path)
+    try:
+        wait_until(lambda: "active: listening" in node.log() or not node.alive(), 90, "the node to start")
+        assert node.alive() and "UNTRAINED" not in node.log(), node.log()
+    finally:
+        assert node.stop() == 0, node.log()
 
 
 def test_sigterm_ends_the_node_cleanly_while_it_loads_and_while_inits_wait(tmp_path):

@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "joint pass) with uint8 NHWC inputs, and check them against PyTorch in ONNX Runtime.",
     )
     p.add_argument("checkpoint", help="checkpoint file (official {'net': ...}, bare state_dict, or ours)")
-    p.add_argument("-o", "--output", required=True, help="output folder (replaced if it exists)")
+    p.add_argument("-o", "--output", required=True, help="output folder (an earlier export there is replaced; any other existing folder is refused)")
     p.add_argument("--variant", choices=["S", "B"], help="network shape when the checkpoint does not record it")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32; int8 = dynamic int8 MatMul weights (CPU); fp16 = float16 inside (CUDA/TensorRT)")

@@ -51,8 +51,9 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "variant",
-        "S",
-        "MixFormerV2 variant: S (small, CPU), B (base, GPU), or auto (the network shape recorded in the checkpoint)",
+        "auto",
+        "MixFormerV2 variant: S (small, CPU), B (base, GPU), or auto (the network shape recorded in the checkpoint, "
+        "or in the ONNX export; S without either)",
         choices=VARIANTS,
     ),
     ParamSpec("backend", "torch", "Inference backend", choices=BACKENDS),
