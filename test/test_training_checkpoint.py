@@ -176,12 +176,14 @@ def test_bad_config_values_are_named(tmp_path):
         ({"optim.lr": -1e-3}, "optim.lr must be > 0"),
         ({"optim.lr": True}, "optim.lr: expected a number, got True"),
         ({"tensorboard": "maybe"}, "tensorboard: expected true or false"),
-        ({"loss.attention_layers": [7]}, r"attention_layers \[7\] must index the network's 2 layers"),
         ({"data.sampler.max_gap": 0}, "max_gap must be >= 1"),
         ({"data.datasets": [{"type": "otb", "root": str(SOT_DIR), "weight": 0}]}, "otb weight must be > 0"),
     ]:
         with pytest.raises(ConfigError, match=message):
             tiny_config(tmp_path, **overrides)
+    # Checked against the network built (a fine-tune's depth comes from its file), before any step.
+    with pytest.raises(ConfigError, match=r"attention_layers \[7\] must index the network's 2 layers"):
+        Trainer(tiny_config(tmp_path, **{"loss.attention_layers": [7]}), device="cpu", resume=False)
 
 
 def test_networks_that_do_not_fit_the_run_are_named_before_training(tmp_path):

@@ -309,13 +309,12 @@ def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str 
     return manifest
 
 
-def _holds_export(folder: Path, manifest: dict) -> bool:
-    """Whether ``folder`` already holds this export: the same weights key and every graph of it."""
+def _holds_export(folder: Path, key: str, kinds) -> bool:
+    """Whether ``folder`` holds the export of weights ``key`` with (at least) the graphs ``kinds``."""
     try:
         recorded = json.loads((folder / MANIFEST).read_text())
-        return recorded.get("weights_sha256") == manifest["weights_sha256"] and all(
-            (folder / name).is_file() and recorded.get("graphs", {}).get(kind) == name
-            for kind, name in manifest["graphs"].items())
+        return recorded.get("weights_sha256") == key and all(
+            recorded.get("graphs", {}).get(k) == GRAPH_FILES[k] and (folder / GRAPH_FILES[k]).is_file() for k in kinds)
     except (OSError, json.JSONDecodeError, AttributeError):
         return False
 
@@ -326,7 +325,7 @@ def _move_into_place(tmp: Path, out_dir: Path, manifest: dict) -> None:
     finishes first wins, and the other keeps that folder and drops its own."""
     for _ in range(3):
         if out_dir.exists():
-            if _holds_export(out_dir, manifest):
+            if _holds_export(out_dir, manifest["weights_sha256"], manifest["graphs"]):
                 return  # the same export, finished by another process
             shutil.rmtree(out_dir, ignore_errors=True)
         try:
@@ -351,15 +350,9 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
     """
     key = weights_hash(model, precision, opset)
     folder = Path(cache_dir or default_cache_dir()) / f"{key[:24]}-{precision}"
-    manifest = folder / MANIFEST
+    if _holds_export(folder, key, kinds):
+        return folder
     if folder.exists():
-        try:
-            recorded = json.loads(manifest.read_text())
-            if recorded.get("weights_sha256") == key and all(
-                    k in recorded.get("graphs", {}) and (folder / GRAPH_FILES[k]).is_file() for k in kinds):
-                return folder
-        except (OSError, json.JSONDecodeError, AttributeError):
-            pass
         log.warning("cached ONNX export %s is incomplete, unreadable or lacks %s; exporting again", folder, list(kinds))
         shutil.rmtree(folder, ignore_errors=True)  # the cache's own folder (without a manifest export_model keeps it)
     try:

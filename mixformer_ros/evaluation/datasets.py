@@ -286,9 +286,9 @@ def _sequence_folders(root: Path) -> list[Path]:
 
 def _load_folder(folder: Path, fmt: str) -> list[Sequence]:
     """Every sequence of one folder: one, or one per target of a multi-target OTB folder."""
-    if fmt in ("auto", "otb") and not (folder / "groundtruth_rect.txt").exists():
+    if fmt in ("auto", "otb") and (folder / "img").is_dir():
         targets = otb_targets(folder)
-        if targets and (folder / "img").is_dir():
+        if targets:
             return [read_otb(folder, name, gt_file) for name, gt_file in targets.items()]
     return [load_sequence(folder, fmt)]
 

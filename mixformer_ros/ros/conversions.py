@@ -59,7 +59,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _declared_size(data: bytes) -> tuple[int, int] | None:
+def _declared_size(data: memoryview) -> tuple[int, int] | None:
     """(width, height) a PNG or JPEG header declares; None when the bytes are neither or the JPEG
     has no frame header before its data."""
     if data[:8] == _PNG_SIGNATURE and len(data) >= 24:
@@ -143,7 +143,8 @@ def compressed_to_rgb(msg: CompressedImage | CompressedImageFields) -> np.ndarra
         what = f"could not decode {len(msg.data)} bytes of compressed data (format '{msg.format}')"
         return ImageConversionError(f"{what}: {why}" if why else what)
 
-    size = _declared_size(bytes(msg.data))  # the whole buffer: EXIF/ICC/XMP segments may fill 64 KiB
+    # The whole buffer (EXIF/ICC/XMP segments may fill 64 KiB), read in place: no copy per frame.
+    size = _declared_size(memoryview(msg.data).cast("B"))
     if size is None:
         raise undecodable("not a JPEG or PNG image with a readable header")
     if size[0] * size[1] > MAX_COMPRESSED_PIXELS:

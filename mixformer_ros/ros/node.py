@@ -84,7 +84,6 @@ class Track:
     label: str
     last_seq: int  # sequence number of the last frame the tracker consumed
     catch_up_until: int  # frames up to this one are tracked in order, none skipped
-    frame_size: tuple[int, int]  # (H, W) of the frame the track started on: its box is in those pixels
     state: int = TrackerStatus.TRACKING
     low_score_frames: int = 0
     score: float = 1.0
@@ -470,16 +469,12 @@ class TrackerNode(LifecycleNode):
             self._dropped += frame.seq - track.last_seq - 1
             track.last_seq = frame.seq
             failure = ""
-            if frame.rgb.shape[:2] != track.frame_size:
-                # A camera that switched resolution: mapping the box to the new pixels would be a guess.
-                (h, w), (H, W) = track.frame_size, frame.rgb.shape[:2]
-                failure = (f"frame not tracked: its size changed from {w}x{h} to {W}x{H} during the track; "
-                           "initialise again")
-            else:
-                try:
-                    result = self._tracker.track(frame.rgb)
-                except Exception as exc:  # a backend failure must not kill the node or its state
-                    failure = f"frame not tracked: {type(exc).__name__}: {exc}"
+            try:
+                # A camera that switched resolution is refused here too (ValueError): the box is in the
+                # pixels of the size the track started on.
+                result = self._tracker.track(frame.rgb)
+            except Exception as exc:  # a backend failure must not kill the node or its state
+                failure = f"frame not tracked: {type(exc).__name__}: {exc}"
             if failure:
                 self._last_message = failure
                 self.get_logger().error(failure, throttle_duration_sec=5.0)
@@ -579,7 +574,6 @@ class TrackerNode(LifecycleNode):
                 label=label,
                 last_seq=frame.seq,
                 catch_up_until=newest.seq if newest is not None else frame.seq,
-                frame_size=frame.rgb.shape[:2],
             )
             behind = self._track.catch_up_until - frame.seq
             self._last_message = (

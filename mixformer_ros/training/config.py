@@ -260,10 +260,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         for folder in cfg.data.synthetic.texture_dirs:
             if not Path(folder).is_dir():
                 problems.append(f"data.synthetic.texture_dirs: {folder} does not exist")
-    depth = cfg.model.network.depth
-    if cfg.stage == "train" and not all(-depth <= i < depth for i in cfg.loss.attention_layers):
-        problems.append(f"loss.attention_layers {cfg.loss.attention_layers} must index the network's {depth} layers "
-                        f"(-{depth} to {depth - 1})")
     if cfg.log_every < 1 or cfg.checkpoint_every < 1:
         problems.append("log_every and checkpoint_every must be >= 1")
     d = cfg.distill

@@ -229,9 +229,6 @@ class DistillTask(Task):
         if any(s in d.eliminate for s, _ in d.mimic):
             raise ConfigError(f"distill.mimic {d.mimic} names a student layer that distill.eliminate {d.eliminate} "
                               "removes; mimic with the kept layers")
-        if not all(-student_depth <= i < student_depth for i in cfg.loss.attention_layers):
-            raise ConfigError(f"loss.attention_layers {cfg.loss.attention_layers} must index the student's "
-                              f"{student_depth} layers")
         self.decaying = make_decayable(self.model, d.eliminate) if d.eliminate else []
         t_cfg, s_cfg = self.teacher.config, self.model.config
         if t_cfg.num_bins != s_cfg.num_bins:
@@ -365,6 +362,13 @@ class ScoreTask(Task):
 
 def build_task(cfg: TrainConfig) -> Task:
     task = {"train": SupervisedTask, "distill": DistillTask, "score": ScoreTask}[cfg.stage](cfg)
+    # The layers the attention guidance taps, counted in the network actually built (a distill
+    # student's depth comes from its teacher, a fine-tune's from model.init_checkpoint).
+    depth = len(task.model.backbone.blocks)
+    if not all(-depth <= i < depth for i in cfg.loss.attention_layers):
+        who = "student" if cfg.stage == "distill" else "network"
+        raise ConfigError(f"loss.attention_layers {cfg.loss.attention_layers} must index the {who}'s {depth} layers "
+                          f"(-{depth} to {depth - 1})")
     net, crop = task.model.config, cfg.data.crop
     if (net.template_size, net.search_size) != (crop.template_size, crop.search_size):
         raise ConfigError(f"the network takes {net.template_size}/{net.search_size} px template/search crops "
