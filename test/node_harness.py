@@ -145,13 +145,15 @@ class Client:
         with self.lock:
             self.debug_images.append(msg)
 
-    def publisher(self, reliability: str = "reliable", topic: str = "image", msg_type=Image):
-        key = (reliability, topic)
+    def publisher(self, reliability: str = "reliable", topic: str = "image", msg_type=Image, depth: int = 10):
+        """A reliable KEEP_LAST writer drops its oldest sample once ``depth`` newer ones wait for
+        acknowledgement, so a test that bursts more frames than that must raise ``depth``."""
+        key = (reliability, topic, depth)
         if key not in self._publishers:
             if reliability == "sensor_data":
                 qos = qos_profile_sensor_data
             else:
-                qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+                qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
             self._publishers[key] = self.node.create_publisher(msg_type, f"{self.ns}/{topic}", qos)
         return self._publishers[key]
 

@@ -215,7 +215,7 @@ def test_stop_and_deactivate_while_tracking_leave_the_node_idle_and_working(tmp_
         lifecycle = Lifecycle(client)
         client.wait_for_services()
         for cycle in range(4):
-            pub = client.publisher()
+            pub = client.publisher(depth=len(frames))  # all of the burst must arrive
             client.wait_for_subscriber(pub)
             base = 100 * (cycle + 1)
             for i, frame in enumerate(frames):

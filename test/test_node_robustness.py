@@ -6,6 +6,7 @@ every test; the tests run in file order and share its state on purpose.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -115,6 +116,8 @@ def test_absurd_init_requests_leave_the_track_untouched(ros):
         reply = client.init(box, stamp_)
         assert not reply.success and reply.track_id == ""
         assert reason in reply.message, reply.message
+        if "older" in reason:
+            assert re.search(r"the buffer holds \d+ of at most \d+ frames", reply.message), reply.message
     # A stamp inside the buffered span that no frame carries.
     _good(client, 20)
     _good(client, 22)

@@ -590,7 +590,7 @@ class TrackerNode(LifecycleNode):
         if stamp_ns < oldest:
             return (
                 f"stamp {stamp_ns} ns is older than the oldest buffered frame ({oldest} ns); "
-                f"the buffer holds {self._buffer.capacity} frames (frame_buffer_size)"
+                f"the buffer holds {len(self._buffer)} of at most {self._buffer.capacity} frames (frame_buffer_size)"
             )
         if stamp_ns > newest:
             return f"stamp {stamp_ns} ns is newer than the newest frame received ({newest} ns)"
