@@ -33,6 +33,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
+from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -74,6 +75,8 @@ _LATENCY_WINDOW = 120
 _SERVICE_QUEUE_DEPTH = 100
 _RATE_WINDOW_S = 5.0
 _MAX_RATE_HZ = 400
+# Longest wait at cleanup for subscribers to acknowledge the last outputs.
+_FLUSH_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -298,7 +301,12 @@ class TrackerNode(LifecycleNode):
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
+        # A reliable writer deleted with unacknowledged samples drops them: let the last detection and
+        # status (a stop, a deactivation) reach the subscribers first, for at most a second in all.
+        deadline = time.monotonic() + _FLUSH_TIMEOUT_S
         for pub in self._output_pubs:
+            if self.context.ok():
+                pub.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))
             self.destroy_publisher(pub)
         self._output_pubs = []
         for srv in self._service_handles:
