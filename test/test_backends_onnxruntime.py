@@ -191,7 +191,16 @@ def test_an_onnx_folder_alone_brings_a_network_of_any_shape(tmp_path):
     (folder,) = tmp_path.iterdir()
     alone = build_tracker(backend="onnxruntime", backend_options={"onnx_model": str(folder)})
     assert (alone.template_size, alone.search_size) == (48, 96)
+    # The cache folder records the crop the file was trained with, so the folder alone crops the same way.
+    assert alone.settings == from_checkpoint.settings and alone.settings.search_factor == 4.5
     np.testing.assert_array_equal(run_video(alone), run_video(from_checkpoint))
+    # A cache folder written before manifests recorded the crop is brought up to date on its next use.
+    manifest_path = folder / export.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["trained_crop"]
+    manifest_path.write_text(json.dumps(manifest))
+    build_tracker(checkpoint=demo, backend="onnxruntime", backend_options={"cache_dir": str(tmp_path)})
+    assert json.loads(manifest_path.read_text())["trained_crop"] == {"search_factor": 4.5, "template_factor": 2.0}
 
 
 def test_a_damaged_cached_export_is_made_again_and_leftovers_are_swept(tmp_path, caplog):

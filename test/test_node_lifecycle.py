@@ -79,6 +79,8 @@ def test_a_trained_checkpoint_of_any_shape_loads_with_no_other_parameter(tmp_pat
     try:
         wait_until(lambda: "active: listening" in node.log() or not node.alive(), 90, "the node to start")
         assert node.alive() and "UNTRAINED" not in node.log(), node.log()
+        # The file records the crop it was trained with, which replaces the preset's (4.4 for lasot).
+        assert "preset lasot: search factor 4.5, template factor 2, update interval 200" in node.log(), node.log()
     finally:
         assert node.stop() == 0, node.log()
 

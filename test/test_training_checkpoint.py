@@ -12,12 +12,14 @@ import pytest
 import torch
 import yaml
 
+from mixformer_ros.backends import export
 from mixformer_ros.model import read_checkpoint
 from mixformer_ros.tracking import build_tracker
 from mixformer_ros.training.cli import main
 from mixformer_ros.training.config import ConfigError, load_config
 from mixformer_ros.training.data import SyntheticConfig, SyntheticDataset
 from mixformer_ros.training.trainer import Trainer
+from parity import write_fixture_checkpoint
 from paths import REPO_ROOT, SOT_DIR
 from training_helpers import TINY_NETWORK, tiny_config
 
@@ -29,7 +31,8 @@ def same_weights(a: Trainer, b: Trainer) -> bool:
 
 
 def test_trained_checkpoint_loads_into_build_tracker(tmp_path):
-    cfg = tiny_config(tmp_path)
+    crop = {"template_size": 32, "search_size": 64, "search_factor": 3.5, "template_factor": 2.5}
+    cfg = tiny_config(tmp_path, **{"data.crop": crop})
     final = Trainer(cfg, device="cpu", resume=False).run()
     assert final.name == "model.pth.tar"
     state_dict, config, extra = read_checkpoint(final)
@@ -37,10 +40,26 @@ def test_trained_checkpoint_loads_into_build_tracker(tmp_path):
     seq = SyntheticDataset(SyntheticConfig(num_sequences=1, num_frames=4, frame_size=(96, 80), seed=9))[0]
     for path in (final, tmp_path / "run" / "checkpoints" / "last.pth.tar"):
         tracker = build_tracker(checkpoint=str(path))  # no other argument: the file carries its config
+        # Cropped as trained (the preset's 4.4 / 2.0 would show the network targets at another scale);
+        # the preset still gives the update interval.
+        assert (tracker.settings.search_factor, tracker.settings.template_factor, tracker.settings.update_interval) \
+            == (3.5, 2.5, 200)
         tracker.initialize(seq.frame(0), seq.boxes[0].tolist())
         for i in range(1, 4):
             res = tracker.track(seq.frame(i))
             assert np.all(np.isfinite(res.box)) and 0.0 <= res.score <= 1.0
+    overridden = build_tracker(checkpoint=str(final), search_factor=4.0).settings
+    assert (overridden.search_factor, overridden.template_factor) == (4.0, 2.5)
+    # Files that record no training (official ones) keep the official presets.
+    official = tmp_path / "official.pth.tar"
+    write_fixture_checkpoint("S", official)
+    assert build_tracker(checkpoint=official).settings.search_factor == 4.4
+
+    # An ONNX export carries the factors to a deployment that has only the export folder.
+    onnx_folder = tmp_path / "export"
+    assert export.main([str(final), "-o", str(onnx_folder), "--graphs", "encoder", "predictor"]) == 0
+    onnx_only = build_tracker(backend="onnxruntime", backend_options={"onnx_model": str(onnx_folder)}).settings
+    assert (onnx_only.search_factor, onnx_only.template_factor) == (3.5, 2.5)
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):

@@ -35,7 +35,7 @@ import onnxscript
 import torch
 import torch.nn as nn
 
-from ..model import MixFormerV2, load_model, variant_config
+from ..model import MixFormerV2, load_model_and_record, trained_crop_factors, variant_config
 from .torch_backend import Normalize
 
 log = logging.getLogger(__name__)
@@ -255,11 +255,13 @@ def _as_tuple(x):
 
 
 def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str = "fp32", opset: int = OPSET,
-                 kinds=tuple(GRAPH_FILES), check: bool = True, fp32_source: str | os.PathLike | None = None) -> dict:
+                 kinds=tuple(GRAPH_FILES), check: bool = True, fp32_source: str | os.PathLike | None = None,
+                 trained_crop: dict[str, float] | None = None) -> dict:
     """Write the graphs and manifest.json into ``out_dir`` (created); returns the manifest.
 
     int8/fp16 graphs are derived from fp32 ones; ``fp32_source`` (an fp32 export folder of the
-    same weights) saves tracing the model again.
+    same weights) saves tracing the model again. ``trained_crop`` (``trained_crop_factors`` of the
+    checkpoint) goes into the manifest, so an ONNX-only deployment crops as the network was trained.
 
     The folder is assembled in a temporary sibling and renamed into place, so a crash or a
     concurrent export never leaves a half-written folder that a later run would trust.
@@ -297,6 +299,7 @@ def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str 
             "inputs": {k: list(GRAPH_SPECS[k].inputs) for k in kinds},
             "outputs": {k: list(GRAPH_SPECS[k].outputs) for k in kinds},
             "input_layout": "uint8 RGB NHWC, normalised inside the graph", "parity_max_abs": parity,
+            "trained_crop": dict(trained_crop or {}),
             "torch": torch.__version__, "export_seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -342,15 +345,19 @@ def default_cache_dir() -> Path:
 
 
 def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | os.PathLike | None = None,
-                  opset: int = OPSET, kinds=("encoder", "predictor")) -> Path:
+                  opset: int = OPSET, kinds=("encoder", "predictor"), trained_crop: dict[str, float] | None = None) -> Path:
     """The export folder of these weights in the cache, exported (with its parity check) when absent.
 
     By default only the two graphs the ONNX Runtime backend runs are written (the full graph
-    would add a third trace to the first start); ask for ``kinds`` to get more.
+    would add a third trace to the first start); ask for ``kinds`` to get more. ``trained_crop``
+    is recorded as in ``export_model``; a folder of the same weights recording other factors
+    (another file holding them) has its manifest brought up to date.
     """
     key = weights_hash(model, precision, opset)
     folder = Path(cache_dir or default_cache_dir()) / f"{key[:24]}-{precision}"
+    trained_crop = dict(trained_crop or {})
     if _holds_export(folder, key, kinds):
+        _record_trained_crop(folder, trained_crop)
         return folder
     if folder.exists():
         log.warning("cached ONNX export %s is incomplete, unreadable or lacks %s; exporting again", folder, list(kinds))
@@ -366,7 +373,7 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
             f"cache_dir option) at a writable folder, or export once elsewhere (python -m {__name__}) and pass "
             "that folder as onnx_model"
         )
-    source = cached_export(model, "fp32", cache_dir, opset, kinds) if precision != "fp32" else None
+    source = cached_export(model, "fp32", cache_dir, opset, kinds, trained_crop) if precision != "fp32" else None
     # Exports killed midway (SIGKILL, or SIGTERM before Python's cleanup) leave their temporary
     # folders behind, hundreds of MB each for B; one this old belongs to no running export.
     for leftover in folder.parent.glob(f".{folder.name}.*"):
@@ -375,16 +382,28 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
                 shutil.rmtree(leftover)
     log.info("exporting MixFormerV2 to ONNX (%s) into %s; this happens once per checkpoint", precision, folder)
     try:
-        export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
+        export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source,
+                     trained_crop=trained_crop)
     except Exception as exc:
         if source is None:
             raise
         # The cached fp32 graphs it is derived from may be damaged (a power cut): redo them once.
         log.warning("deriving %s from the cached fp32 export %s failed (%s); exporting both again", precision, source, exc)
         shutil.rmtree(source, ignore_errors=True)
-        source = cached_export(model, "fp32", cache_dir, opset, kinds)
-        export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source)
+        source = cached_export(model, "fp32", cache_dir, opset, kinds, trained_crop)
+        export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source,
+                     trained_crop=trained_crop)
     return folder
+
+
+def _record_trained_crop(folder: Path, trained_crop: dict[str, float]) -> None:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("trained_crop") == trained_crop:
+        return
+    manifest["trained_crop"] = trained_crop
+    tmp = folder / f".{MANIFEST}.{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, folder / MANIFEST)  # readers see the old manifest or the new one, never half of one
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,9 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per deduplicated initializer otherwise
     try:
-        model = load_model(checkpoint=args.checkpoint, config=variant_config(args.variant) if args.variant else None)
+        model, record = load_model_and_record(checkpoint=args.checkpoint,
+                                              config=variant_config(args.variant) if args.variant else None)
         manifest = export_model(model, args.output, precision=args.precision, opset=args.opset,
-                                kinds=tuple(args.graphs), check=not args.no_check)
+                                kinds=tuple(args.graphs), check=not args.no_check,
+                                trained_crop=trained_crop_factors(record))
     except (ExportError, ValueError, RuntimeError, OSError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1

@@ -162,11 +162,12 @@ class OnnxRuntimeBackend:
     def from_model(cls, model: MixFormerV2, device: str = "cpu", precision: str = "fp32",
                    onnx_model: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                    num_threads: int | None = None, encoder_threads: int | None = None,
-                   verify_weights: bool = True) -> "OnnxRuntimeBackend":
+                   verify_weights: bool = True, trained_crop: dict[str, float] | None = None) -> "OnnxRuntimeBackend":
         """Use ``onnx_model`` when given (its config, and with ``verify_weights`` its weights, must
         match ``model``'s); otherwise export ``model`` into the cache (keyed by weights, config,
         opset and precision) once and load that. ``verify_weights=False`` is for a ``model`` that
-        only carries the shape, the ONNX folder being the weights' only source."""
+        only carries the shape, the ONNX folder being the weights' only source. ``trained_crop``
+        goes into a cache folder's manifest (see ``export_model``)."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r} for onnxruntime; expected one of {list(PRECISIONS)}")
         on_cpu = device.partition(":")[0] == "cpu"
@@ -183,13 +184,13 @@ class OnnxRuntimeBackend:
         # weights checked.
         check_weights = verify_weights and onnx_model is not None
         if onnx_model is None:
-            onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir)
+            onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir, trained_crop=trained_crop)
             try:
                 backend = load(onnx_model)
             except OnnxModelError as exc:  # e.g. a graph truncated by a power cut: the cache is ours to redo
                 log.warning("cached export %s does not load (%s); exporting it again", onnx_model, exc)
                 shutil.rmtree(onnx_model, ignore_errors=True)
-                onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir)
+                onnx_model = cached_export(model, precision=precision, cache_dir=cache_dir, trained_crop=trained_crop)
                 backend = load(onnx_model)
         else:
             backend = load(onnx_model)

@@ -3,9 +3,11 @@ from .checkpoint import (
     CheckpointError,
     config_from_state_dict,
     load_model,
+    load_model_and_record,
     load_weights,
     read_checkpoint,
     save_checkpoint,
+    trained_crop_factors,
 )
 from .config import VARIANTS, MixFormerV2Config, variant_config
 from .network import MixFormerV2, build_mixformerv2
@@ -19,9 +21,11 @@ __all__ = [
     "build_mixformerv2",
     "config_from_state_dict",
     "load_model",
+    "load_model_and_record",
     "load_weights",
     "read_checkpoint",
     "save_checkpoint",
     "sincos_2d",
+    "trained_crop_factors",
     "variant_config",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import pickle
 from pathlib import Path
@@ -145,10 +146,20 @@ def load_model(
     The config is taken, in order, from the argument, from the checkpoint's own record, or
     inferred from the tensor shapes.
     """
+    return load_model_and_record(checkpoint, state_dict, config)[0]
+
+
+def load_model_and_record(
+    checkpoint: str | os.PathLike | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    config: str | MixFormerV2Config | None = None,
+) -> tuple[MixFormerV2, dict]:
+    """``load_model``, plus the file's keys besides the weights ({} for a state_dict), such as the
+    training record that ``trained_crop_factors`` reads."""
     if (checkpoint is None) == (state_dict is None):
         raise ValueError("give exactly one of checkpoint= or state_dict=")
     source = "state_dict"
-    recorded = None
+    recorded, extra = None, {}
     if checkpoint is not None:
         state_dict, recorded, extra = read_checkpoint(checkpoint)
         source = str(checkpoint)
@@ -162,7 +173,22 @@ def load_model(
     cfg = config if config is not None else (recorded or config_from_state_dict(state_dict))
     model = build_mixformerv2(cfg)
     load_weights(model, state_dict, source)
-    return model
+    return model, extra
+
+
+def trained_crop_factors(record: dict) -> dict[str, float]:
+    """The search and template crop factors a file written by our training was trained with.
+
+    The network learnt targets at the scale these give, so the tracker should crop the same way.
+    Official files and bare state_dicts record none: {}.
+    """
+    crop = record.get("training")
+    for key in ("data", "crop"):
+        crop = crop.get(key) if isinstance(crop, dict) else None
+    if not isinstance(crop, dict):
+        return {}
+    return {name: float(value) for name in ("search_factor", "template_factor")
+            if isinstance(value := crop.get(name), numbers.Real) and not isinstance(value, bool)}
 
 
 def save_checkpoint(path: str | os.PathLike, model: MixFormerV2, **extra) -> None:

@@ -185,10 +185,12 @@ class TrackerNode(LifecycleNode):
             self.create_service(Trigger, "~/stop", self._on_stop, qos_profile=service_qos,
                                 callback_group=self._services_group),
         ]
+        tracking = self._tracker.settings
         self.get_logger().info(
             f"configured: MixFormerV2 ({self.settings.variant}) on {self.settings.backend}/{self.settings.device} "
-            f"in {self.settings.precision}, "
-            f"preset {self.settings.preset}"
+            f"in {self.settings.precision}, preset {self.settings.preset}: search factor {tracking.search_factor:g}, "
+            f"template factor {tracking.template_factor:g}, update interval {tracking.update_interval}, "
+            f"size update rate {tracking.size_update_rate:g}"
         )
         return TransitionCallbackReturn.SUCCESS
 

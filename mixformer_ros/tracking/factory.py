@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..backends import create_backend
-from ..model import MixFormerV2Config, build_mixformerv2, load_model, variant_config
+from ..model import MixFormerV2Config, build_mixformerv2, load_model_and_record, trained_crop_factors, variant_config
 from .presets import preset_settings
 from .tracker import MixFormerTracker
 
@@ -34,8 +34,10 @@ def build_tracker(
     export's manifest). Without weights the network is
     randomly initialised, which is only useful for plumbing tests, and a warning says so, unless
     ``backend_options["onnx_model"]`` brings the weights (an ONNX-only deployment).
+    The preset gives the tracker settings, except the crop factors of a network our training wrote
+    (its file records them; so does an ONNX export of it): those it was trained with.
     ``settings_overrides`` (search_factor, update_interval, template_factor, max_score_decay,
-    size_update_rate) override the preset.
+    size_update_rate) override both.
     """
     if num_threads is not None:
         if num_threads < 1:
@@ -44,24 +46,35 @@ def build_tracker(
     config: MixFormerV2Config | None = variant_config(variant) if variant else None
     options = dict(backend_options or {})
     weights_given = checkpoint is not None or state_dict is not None
+    trained_crop: dict[str, float] = {}
     if weights_given:
-        model = load_model(checkpoint=checkpoint, state_dict=state_dict, config=config)
+        model, record = load_model_and_record(checkpoint=checkpoint, state_dict=state_dict, config=config)
+        trained_crop = trained_crop_factors(record)
     else:
         onnx_only = backend == "onnxruntime" and bool(options.get("onnx_model"))
-        if config is None and onnx_only:
+        if onnx_only:
             from mixformer_ros.backends.onnxruntime_backend import read_manifest
 
-            config = MixFormerV2Config.from_dict(read_manifest(Path(options["onnx_model"]))["config"])
-        if config is None:
-            raise ValueError("give a variant ('S' or 'B'), a checkpoint, a state_dict or an onnx_model")
-        if onnx_only:
+            manifest = read_manifest(Path(options["onnx_model"]))
+            if config is None:
+                config = MixFormerV2Config.from_dict(manifest["config"])
+            trained_crop = manifest.get("trained_crop", {})
             options.setdefault("verify_weights", False)  # the ONNX folder is the weights' only source
+        elif config is None:
+            raise ValueError("give a variant ('S' or 'B'), a checkpoint, a state_dict or an onnx_model")
         else:
             log.warning("NO CHECKPOINT GIVEN: MixFormerV2-%s runs with UNTRAINED random weights; its boxes are "
                         "meaningless", variant)
         model = build_mixformerv2(config)
-    settings = preset_settings(preset, model.config).replace(**settings_overrides)
-    if backend == "onnxruntime" and num_threads is not None:
-        options.setdefault("num_threads", num_threads)
+    # A network trained by our toolkit is cropped as it was trained; explicit settings still win.
+    from_record = {k: v for k, v in trained_crop.items() if k not in settings_overrides}
+    settings = preset_settings(preset, model.config).replace(**from_record, **settings_overrides)
+    if from_record:
+        log.info("crop factors from the weights' training record: %s (instead of preset %s's)",
+                 ", ".join(f"{k} {v:g}" for k, v in from_record.items()), preset)
+    if backend == "onnxruntime":
+        options.setdefault("trained_crop", trained_crop)  # for the manifest of an export it makes
+        if num_threads is not None:
+            options.setdefault("num_threads", num_threads)
     runner = create_backend(backend, model, device=device, precision=precision, **options)
     return MixFormerTracker(runner, model.config.template_size, model.config.search_size, settings)
