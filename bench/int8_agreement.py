@@ -35,7 +35,7 @@ from mixformer_ros.backends.onnxruntime_backend import OnnxRuntimeBackend  # noq
 from mixformer_ros.backends.torch_backend import TorchBackend  # noqa: E402
 from mixformer_ros.evaluation.datasets import load_dataset  # noqa: E402
 from mixformer_ros.evaluation.metrics import box_iou, ope_metrics  # noqa: E402
-from mixformer_ros.model import MixFormerV2, load_model  # noqa: E402
+from mixformer_ros.model import MixFormerV2, load_model, load_model_and_record, trained_crop_factors  # noqa: E402
 from mixformer_ros.tracking import MixFormerTracker, preset_settings  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "int8_agreement.json"
@@ -43,20 +43,22 @@ DEMO_MODEL = REPO / "models" / "demo_tracker.pth.tar"
 MD_BEGIN, MD_END = "<!-- bench/int8_agreement.py: begin -->", "<!-- bench/int8_agreement.py: end -->"
 
 
-def networks(args) -> list[tuple[MixFormerV2, str]]:
+def networks(args) -> list[tuple[MixFormerV2, str, dict[str, float]]]:
     """The fixture's released S shape (how far quantisation moves the real-size network) and, when
-    present, a trained model (whether that movement matters for tracking)."""
+    present, a trained model (whether that movement matters for tracking), each with the crop
+    factors it records (as build_tracker applies them)."""
     from parity import fixture_state_dict
 
     out = []
     if not args.trained_only:
         out.append((load_model(state_dict=fixture_state_dict(args.variant)),
-                    f"MixFormerV2-{args.variant} shape, fixture (random) weights: tracks are not meaningful"))
+                    f"MixFormerV2-{args.variant} shape, fixture (random) weights: tracks are not meaningful", {}))
     path = Path(args.checkpoint) if args.checkpoint else DEMO_MODEL
     if path.is_file():
-        model = load_model(checkpoint=path)
+        model, record = load_model_and_record(checkpoint=path)
         c = model.config
-        out.append((model, f"trained {path.name} (depth {c.depth}, width {c.embed_dim}, search {c.search_size})"))
+        out.append((model, f"trained {path.name} (depth {c.depth}, width {c.embed_dim}, search {c.search_size})",
+                    trained_crop_factors(record)))
     elif args.checkpoint:
         raise SystemExit(f"checkpoint not found: {path}")
     else:
@@ -64,9 +66,9 @@ def networks(args) -> list[tuple[MixFormerV2, str]]:
     return out
 
 
-def run(args, model: MixFormerV2, weights: str) -> dict:
+def run(args, model: MixFormerV2, weights: str, trained_crop: dict[str, float]) -> dict:
     """Every contestant tracks each sequence frame by frame beside the ORT fp32 reference."""
-    settings = preset_settings(args.preset, model.config)
+    settings = preset_settings(args.preset, model.config, trained_crop)
     cfg = model.config
     reduced = "fp16" if args.device.startswith("cuda") else "int8"
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +107,8 @@ def run(args, model: MixFormerV2, weights: str) -> dict:
         "success_auc": {k: float(np.mean([s["success_auc"][k] for s in per_seq.values()])) for k in backends},
     }
     return {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "weights": weights, "variant_config": cfg.to_dict(),
-            "contestants": others, "device": args.device, "preset": args.preset, "frames": frames,
+            "contestants": others, "device": args.device, "preset": args.preset,
+            "search_factor": settings.search_factor, "frames": frames,
             "overall": overall, "sequences": per_seq}
 
 
@@ -124,7 +127,7 @@ def markdown(res: dict) -> str:
     return "\n".join([
         f"## Reduced precision vs ORT fp32 tracking agreement: {res['weights']} (bench/int8_agreement.py)",
         "",
-        f"Run {res['when']}, {res['device']}, preset `{res['preset']}`, {res['frames']} tracked frames of "
+        f"Run {res['when']}, {res['device']}, preset `{res['preset']}` (search factor {res['search_factor']:g}), {res['frames']} tracked frames of "
         "../shared/data/sot (frame-weighted mean IoU; per-sequence mean in brackets).",
         "",
         f"| sequence | frames | {head} | success AUC fp32 | {aucs} |",
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)  # torch only exports here; keep its pool from competing with ORT's
-    runs = [run(args, model, weights) for model, weights in networks(args)]
+    runs = [run(args, model, weights, trained_crop) for model, weights, trained_crop in networks(args)]
     trained = any(r["weights"].startswith("trained") for r in runs)
     section = "\n\n".join([MD_BEGIN] + [markdown(r) for r in runs] + (
         [] if trained else ["**Missing:** no trained model was available for this run "

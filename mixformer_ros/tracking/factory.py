@@ -66,9 +66,8 @@ def build_tracker(
             log.warning("NO CHECKPOINT GIVEN: MixFormerV2-%s runs with UNTRAINED random weights; its boxes are "
                         "meaningless", variant)
         model = build_mixformerv2(config)
-    # A network trained by our toolkit is cropped as it was trained; explicit settings still win.
+    settings = preset_settings(preset, model.config, trained_crop).replace(**settings_overrides)
     from_record = {k: v for k, v in trained_crop.items() if k not in settings_overrides}
-    settings = preset_settings(preset, model.config).replace(**from_record, **settings_overrides)
     if from_record:
         log.info("crop factors from the weights' training record: %s (instead of preset %s's)",
                  ", ".join(f"{k} {v:g}" for k, v in from_record.items()), preset)

@@ -74,10 +74,12 @@ def variant_of(config: MixFormerV2Config) -> str:
     return "S" if config.search_size <= VARIANTS["S"].search_size else "B"
 
 
-def preset_settings(preset: str, config: MixFormerV2Config) -> TrackerSettings:
+def preset_settings(preset: str, config: MixFormerV2Config, trained_crop: dict[str, float] | None = None) -> TrackerSettings:
+    """The preset's settings for this network shape. ``trained_crop`` (``trained_crop_factors`` of
+    a file from our training) replaces the preset's crop factors: the scale the network learnt."""
     try:
         column = _PRESETS[preset.lower()]
     except KeyError:
         raise ValueError(f"unknown preset {preset!r}; expected one of {list(PRESET_NAMES)}") from None
     search_factor, update_interval = column[variant_of(config)]
-    return TrackerSettings(search_factor=search_factor, update_interval=update_interval)
+    return TrackerSettings(search_factor=search_factor, update_interval=update_interval).replace(**(trained_crop or {}))
