@@ -126,6 +126,8 @@ def test_distill_configs_that_do_not_fit_the_teacher_are_named(tmp_path):
         ({"distill.eliminate": [1], "distill.decay_end": 1.0}, "decay_end 1.0 is not reached within the run's 8 steps"),
         ({"model.init_checkpoint": teacher, "model.network.depth": 3},
          "model.network must describe the student in model.init_checkpoint"),
+        ({"model.init_checkpoint": teacher, "distill.student_mlp_ratio": 1.0},
+         "student_mlp_ratio 1.0 applies when the student starts from the teacher; .* has MLP ratio 2.0"),
     ]
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):

@@ -250,6 +250,11 @@ class DistillTask(Task):
             if student.config != cfg.model.network:
                 raise ConfigError(f"model.network must describe the student in model.init_checkpoint "
                                   f"({student.config}); it says {cfg.model.network}")
+            if d.student_mlp_ratio is not None and d.student_mlp_ratio != student.config.mlp_ratio:
+                # The reduction is applied to the teacher's weights; a given student file is taken as it is.
+                raise ConfigError(f"distill.student_mlp_ratio {d.student_mlp_ratio} applies when the student starts "
+                                  f"from the teacher; the student in model.init_checkpoint has MLP ratio "
+                                  f"{student.config.mlp_ratio} (reduce it there, or drop one of the two settings)")
             return student
         if d.init_from_teacher and self.cfg.teacher.kind == "mixformerv2":
             sd, net_cfg = self.teacher.state_dict(), self.teacher.config
