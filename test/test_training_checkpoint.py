@@ -122,25 +122,24 @@ def test_ctrl_c_inside_a_step_saves_after_it_and_resumes_exactly(tmp_path):
 
 
 def test_ctrl_c_holding_keeps_ignored_signals_ignored_and_lets_a_second_one_through():
-    from mixformer_ros.training.trainer import interrupt_after_block
+    from mixformer_ros.training.trainer import held_interrupts
 
     finished = []
-    with pytest.raises(KeyboardInterrupt):  # raised by Python's own SIGINT handler once the block is done
-        with interrupt_after_block():
-            signal.raise_signal(signal.SIGINT)
-            finished.append("step")
-    assert finished == ["step"]
+    with held_interrupts() as received:  # held: the block decides where to stop
+        signal.raise_signal(signal.SIGINT)
+        finished.append("step")
+    assert finished == ["step"] and received == [signal.SIGINT]
     with pytest.raises(KeyboardInterrupt):
-        with interrupt_after_block():
+        with held_interrupts():
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)  # the user insists: no waiting for the step
             finished.append("unreachable")
     assert finished == ["step"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. `python -m ... train &` from a script
     try:
-        with interrupt_after_block():
+        with held_interrupts() as received:
             signal.raise_signal(signal.SIGINT)
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert received == [] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -60,20 +60,22 @@ def init_distributed(device_kind: str) -> DistEnv:
 
 
 @contextlib.contextmanager
-def interrupt_after_block():
-    """Hold Ctrl-C (SIGINT) back until the block is done, then deliver it to the usual handler.
+def held_interrupts():
+    """Hold Ctrl-C (SIGINT) back while the block runs; yields a list that receives the signal, for
+    the block to stop at a point of its choosing.
 
     A training step cut in half leaves BatchNorm statistics or the optimizer one batch ahead of
-    the step counter, and the resumed run would apply that batch twice. A second Ctrl-C while
-    holding goes through at once (a hung step can still be stopped).
+    the step counter, and the resumed run would apply that batch twice; under DDP every rank must
+    stop after the same step. A second Ctrl-C while holding goes through at once (a hung step can
+    still be stopped).
     """
     previous = signal.getsignal(signal.SIGINT)
+    received: list[int] = []
     # Signals reach only the main thread; an ignored SIGINT (`cmd &` in a script) stays ignored; a
     # handler installed outside Python (None) could not be put back.
     if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
-        yield
+        yield received
         return
-    received = []
 
     def hold(signum, frame):
         if received:
@@ -82,11 +84,9 @@ def interrupt_after_block():
 
     signal.signal(signal.SIGINT, hold)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
-        signal.raise_signal(signal.SIGINT)
 
 
 # Settings that change what a run logs or keeps, not what it trains: a resume may change them.
@@ -372,24 +372,26 @@ class Trainer:
         try:
             # A run that is already at its end starts no data workers.
             batches = self._loader(self.global_step, end) if self.global_step < end else ()
-            for batch in batches:
-                epoch = self.global_step // self.steps_per_epoch
-                with interrupt_after_block():
+            with held_interrupts() as interrupted:
+                for batch in batches:
+                    epoch = self.global_step // self.steps_per_epoch
                     self.skipped_frames += self._skipped_in(batch)
                     stats = self.train_step(batch)
-                for k, v in stats.items():
-                    running[k] = running.get(k, 0.0) + v
-                count += 1
-                bar.update(1)
-                if self.global_step % self.cfg.log_every == 0 or self.global_step == end:
-                    avg = {k: v / count for k, v in running.items()}
-                    avg.update(epoch=epoch, skipped_frames=self.skipped_frames, elapsed_s=time.time() - t0)
-                    self._log(avg)
-                    bar.set_postfix(loss=f"{avg['loss']:.3f}", iou=f"{avg.get('iou', float('nan')):.2f}")
-                    running, count = {}, 0
-                if (self.global_step % self.cfg.checkpoint_every == 0 or self.global_step % self.steps_per_epoch == 0
-                        or self.global_step == end):
-                    self.save_resumable()
+                    for k, v in stats.items():
+                        running[k] = running.get(k, 0.0) + v
+                    count += 1
+                    bar.update(1)
+                    if self.global_step % self.cfg.log_every == 0 or self.global_step == end:
+                        avg = {k: v / count for k, v in running.items()}
+                        avg.update(epoch=epoch, skipped_frames=self.skipped_frames, elapsed_s=time.time() - t0)
+                        self._log(avg)
+                        bar.set_postfix(loss=f"{avg['loss']:.3f}", iou=f"{avg.get('iou', float('nan')):.2f}")
+                        running, count = {}, 0
+                    if (self.global_step % self.cfg.checkpoint_every == 0
+                            or self.global_step % self.steps_per_epoch == 0 or self.global_step == end):
+                        self.save_resumable()
+                    if self._any_rank(bool(interrupted)):
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             log.warning("interrupted at step %d; saving a resumable checkpoint", self.global_step)
             self.save_resumable()
@@ -401,3 +403,13 @@ class Trainer:
         if self.global_step >= self.total_steps:
             return self.save_final()
         return self.out_dir / LAST_CHECKPOINT
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank: a Ctrl-C or SIGTERM that reached some ranks during a
+        step stops them all after it (a rank going on alone would wait in the next all-reduce)."""
+        if self.env.world_size == 1:
+            return flag
+        device = next(self.task.model.parameters()).device  # NCCL reduces only CUDA tensors
+        value = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
