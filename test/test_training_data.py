@@ -237,3 +237,23 @@ def test_unreadable_frames_are_skipped_and_counted(tmp_path):
     samples = [data[i] for i in range(40)]
     assert sum(int(s["skipped"]) for s in samples) > 0
     assert all(s["search"].shape == (3, 64, 64) for s in samples)
+
+
+def test_a_truncated_jpeg_is_an_unreadable_frame(tmp_path):
+    """A JPEG cut short (a copy that ran out of disk) decodes in OpenCV with its missing rows grey;
+    training on it would teach the wrong pixels, so it counts as unreadable."""
+    seq_dir = tmp_path / "otb" / "Cut"
+    _write_frames(seq_dir / "img", 2, name=lambda i: f"{i + 1:04d}")
+    (seq_dir / "groundtruth_rect.txt").write_text(_boxes(2))
+    seq = OTBReader(tmp_path / "otb")[0]
+    rng = np.random.default_rng(1)
+    for progressive in (0, 1):  # a progressive JPEG has several scans; a whole file ends after its last
+        whole = cv2.imencode(".jpg", rng.integers(0, 255, (80, 96, 3), dtype=np.uint8),
+                             [cv2.IMWRITE_JPEG_PROGRESSIVE, progressive])[1].tobytes()
+        (seq_dir / "img" / "0001.jpg").write_bytes(whole)
+        assert seq.frame(0).shape == (80, 96, 3)
+        (seq_dir / "img" / "0001.jpg").write_bytes(whole[: len(whole) * 2 // 3])
+        assert cv2.imread(str(seq_dir / "img" / "0001.jpg")) is not None
+        with pytest.raises(FrameReadError, match="truncated JPEG"):
+            seq.frame(0)
+    assert seq.frame(1).shape[2] == 3

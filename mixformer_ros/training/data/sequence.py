@@ -36,8 +36,17 @@ def valid_boxes(boxes: np.ndarray) -> np.ndarray:
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
-    """Decode one image file as RGB uint8; a clear FrameReadError instead of OpenCV's None."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Decode one image file as RGB uint8; a clear FrameReadError instead of OpenCV's None, also for
+    a JPEG cut short, which OpenCV decodes with the missing rows filled in grey."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FrameReadError(f"cannot read frame {path}: {exc}") from exc
+    # Entropy-coded data never holds a marker, so a whole JPEG has its end-of-image marker (FFD9)
+    # after its last start-of-scan (FFDA); an EXIF thumbnail's pair comes before both.
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        raise FrameReadError(f"frame {path} is a truncated JPEG (no end-of-image marker after its last scan)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise FrameReadError(f"cannot read frame {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
