@@ -345,7 +345,8 @@ def default_cache_dir() -> Path:
 
 
 def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | os.PathLike | None = None,
-                  opset: int = OPSET, kinds=("encoder", "predictor"), trained_crop: dict[str, float] | None = None) -> Path:
+                  opset: int = OPSET, kinds=("encoder", "predictor"),
+                  trained_crop: dict[str, float] | None = None) -> Path:
     """The export folder of these weights in the cache, exported (with its parity check) when absent.
 
     By default only the two graphs the ONNX Runtime backend runs are written (the full graph

@@ -76,7 +76,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Backend onnxruntime: folder written by mixformer_ros.backends.export; empty = export the checkpoint once into the cache",
     ),
     ParamSpec("preset", "lasot", "Tracker preset (search factor, template update interval)"),
-    ParamSpec("search_factor", 0.0, "Search region size / target size; 0 = preset value", float_range=(0.0, 10.0)),
+    ParamSpec("search_factor", 0.0,
+              "Search region size / target size; 0 = the checkpoint's training record, else the preset",
+              float_range=(0.0, 10.0)),
     ParamSpec("update_interval", 0, "Frames between online-template updates; 0 = preset value", int_range=(0, 100000)),
     ParamSpec(
         "size_update_rate",

@@ -74,7 +74,8 @@ def variant_of(config: MixFormerV2Config) -> str:
     return "S" if config.search_size <= VARIANTS["S"].search_size else "B"
 
 
-def preset_settings(preset: str, config: MixFormerV2Config, trained_crop: dict[str, float] | None = None) -> TrackerSettings:
+def preset_settings(preset: str, config: MixFormerV2Config,
+                    trained_crop: dict[str, float] | None = None) -> TrackerSettings:
     """The preset's settings for this network shape. ``trained_crop`` (``trained_crop_factors`` of
     a file from our training) replaces the preset's crop factors: the scale the network learnt."""
     try:
