@@ -409,7 +409,6 @@ class Trainer:
         step stops them all after it (a rank going on alone would wait in the next all-reduce)."""
         if self.env.world_size == 1:
             return flag
-        device = next(self.task.model.parameters()).device  # NCCL reduces only CUDA tensors
-        value = torch.tensor([float(flag)], device=device)
+        value = torch.tensor([float(flag)], device=self.device)  # NCCL reduces only CUDA tensors
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
