@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mixformer_ros.cli_types import non_negative, positive, within
 from mixformer_ros.demo_clip import ClipConfig, make_clip
 from mixformer_ros.evaluation.metrics import box_iou
 
@@ -278,31 +279,12 @@ def _pixel_box(text: str) -> list[float]:
     return box
 
 
-def _rate(text: str) -> float:
-    """A size_update_rate within the node parameter's declared range."""
+def _node_range(name: str):
+    """An argparse type for a value passed on to the node parameter ``name``: its declared range."""
     from mixformer_ros.ros.parameters import PARAMETERS
 
-    low, high = next(p.float_range for p in PARAMETERS if p.name == "size_update_rate")
-    value = float(text)
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text}")
-    return value
-
-
-def _frame_count(text: str) -> int:
-    """--max-frames: at least one frame to play."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _frame_rate(text: str) -> float:
-    """--fps: a finite rate >= 0 (0 = the source's own)."""
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    spec = next(p for p in PARAMETERS if p.name == name)
+    return within(type(spec.default), *(spec.float_range or spec.int_range))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -310,9 +292,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--source", default="synthetic", help="'synthetic' (procedural clip), a video file, or a camera index")
     p.add_argument("--init-box", type=_pixel_box,
                    help="x,y,w,h of the target in the first frame (required unless --source synthetic)")
-    p.add_argument("--max-frames", type=_frame_count, default=150,
+    p.add_argument("--max-frames", type=positive(int), default=150,
                    help="frames to play (the procedural clip spreads its path over them: fewer frames, faster motion)")
-    p.add_argument("--fps", type=_frame_rate, default=0.0, help="publishing rate; 0 = the video's rate, 15 for the clip")
+    p.add_argument("--fps", type=non_negative(float), default=0.0, help="publishing rate; 0 = the video's rate, 15 for the clip")
     p.add_argument("--seed", type=int, default=7, help="seed of the procedural clip")
     p.add_argument("--no-distractor", action="store_true", help="procedural clip without the distractor square")
     p.add_argument("--variant", default="auto", choices=["S", "B", "auto"],
@@ -327,11 +309,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--onnx-model", default="",
                    help="ONNX export folder for --backend onnxruntime; with --checkpoint none it brings the weights")
     p.add_argument("--preset", default="demo", help="tracker preset of the node")
-    p.add_argument("--size-update-rate", type=_rate, default=1.0,
+    p.add_argument("--size-update-rate", type=_node_range("size_update_rate"), default=1.0,
                    help="size_update_rate of the node: 1 = the official tracker, < 1 damps size changes")
-    p.add_argument("--buffer", type=int, default=30, help="frame_buffer_size of the node")
+    p.add_argument("--buffer", type=_node_range("frame_buffer_size"), default=30, help="frame_buffer_size of the node")
     p.add_argument("--output-dir", type=Path, default=Path("outputs"), help="created in the current folder")
-    p.add_argument("--node-timeout", type=float, default=180.0, help="seconds to wait for the node to load its model")
+    p.add_argument("--node-timeout", type=positive(float), default=180.0, help="seconds to wait for the node to load its model")
     return p.parse_args(argv)
 
 

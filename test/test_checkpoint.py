@@ -48,7 +48,7 @@ def test_own_format_records_its_config(tmp_path):
     assert recorded == cfg and extra["epoch"] == 3
     loaded = load_model(checkpoint=path)  # num_heads=3 is not inferable from shapes: the record supplies it
     assert loaded.config == cfg and same_weights(loaded, model.state_dict())
-    assert not (tmp_path / "student.pth.tar.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["student.pth.tar"]  # no temporary file left beside it
 
 
 def test_a_head_count_guessed_from_shapes_is_said_aloud(caplog):

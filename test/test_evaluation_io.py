@@ -293,7 +293,7 @@ def test_cli_reports_bad_input_with_exit_code_1(tmp_path):
     proc = _cli("run", "--tracker", "foo", "--data", SOT_DIR, "--results", tmp_path, check=False)
     assert proc.returncode == 2
     proc = _cli("run", "--tracker", "kcf", "--frame-step", "0", "--data", SOT_DIR, "--results", tmp_path, check=False)
-    assert proc.returncode == 2 and "must be a finite number > 0" in proc.stderr
+    assert proc.returncode == 2 and "must be a whole number > 0" in proc.stderr
     proc = _cli("run", "--tracker", "nanotrack", "--data", SOT_DIR, "--sequences", "Crossing", "--results", tmp_path,
                 check=False)
     assert proc.returncode == 1 and "--nano-backbone and --nano-head" in proc.stderr

@@ -91,7 +91,7 @@ def test_demo_needs_a_valid_init_box_for_a_video(tmp_path):
     for bad in ("--init-box=-5,10,20,20", "--init-box=5,10,0,20", "--init-box=5,10,20", "--init-box=nan,10,20,20"):
         result = demo(bad)
         assert result.returncode == 2 and "expected four finite numbers x,y,w,h with x, y >= 0 and w, h > 0" in result.stderr, bad
-    for bad, reason in (("--max-frames=0", "must be >= 1"), ("--fps=-5", "must be a finite number >= 0"),
+    for bad, reason in (("--max-frames=0", "must be a whole number > 0"), ("--fps=-5", "must be a finite number >= 0"),
                         ("--fps=inf", "must be a finite number >= 0")):
         result = demo(bad, "--init-box=5,10,20,20")
         assert result.returncode == 2 and reason in result.stderr, bad

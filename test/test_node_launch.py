@@ -95,6 +95,13 @@ def test_config_keys_are_node_parameters(config):
     assert (params["variant"], params["device"]) == (("S", "cpu") if "s_cpu" in config.name else ("B", "cuda"))
 
 
+def test_search_factor_parameter_accepts_what_the_tracker_accepts():
+    from mixformer_ros.tracking.presets import MAX_CROP_FACTOR
+
+    spec = next(p for p in PARAMETERS if p.name == "search_factor")
+    assert spec.float_range == (0.0, MAX_CROP_FACTOR)  # 0 = the file's own factor or the preset's
+
+
 def _rviz_image_topics(path) -> list[str]:
     rviz = yaml.safe_load(Path(path).read_text())
     return [d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"] if d["Class"].endswith("/Image")]

@@ -104,6 +104,19 @@ def test_sigterm_stops_a_cli_run_after_its_step_with_a_checkpoint(tmp_path):
     assert "Traceback" not in out
 
 
+def test_ctrl_c_on_a_checkpoint_step_writes_the_checkpoint_once(tmp_path, caplog):
+    """Step 4 is a checkpoint step: the interrupt that arrives during it finds the step saved."""
+    run = Trainer(tiny_config(tmp_path, **{"checkpoint_every": 2}), device="cpu", resume=False)
+    run.task.model.register_forward_hook(lambda *_: signal.raise_signal(signal.SIGINT) if run.global_step == 3 else None)
+    last = tmp_path / "run" / "checkpoints" / "last.pth.tar"
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        run.run()
+    assert "interrupted at step 4, which checkpoints/last.pth.tar holds" in caplog.text
+    assert "saving a resumable checkpoint" not in caplog.text
+    assert read_checkpoint(last)[2]["global_step"] == 4
+    assert Trainer(tiny_config(tmp_path, **{"checkpoint_every": 2}), device="cpu", resume=True).global_step == 4
+
+
 def test_ctrl_c_inside_a_step_saves_after_it_and_resumes_exactly(tmp_path):
     """The dense kind has BatchNorm, whose statistics move in the forward pass: Ctrl-C arriving
     there must not leave a checkpoint that is half a step ahead."""

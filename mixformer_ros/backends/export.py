@@ -35,6 +35,7 @@ import onnxscript
 import torch
 import torch.nn as nn
 
+from ..files import replace_atomically
 from ..model import MixFormerV2, load_model_and_record, trained_crop_factors, variant_config
 from .torch_backend import Normalize
 
@@ -312,14 +313,15 @@ def export_model(model: MixFormerV2, out_dir: str | os.PathLike, precision: str 
     return manifest
 
 
-def _holds_export(folder: Path, key: str, kinds) -> bool:
-    """Whether ``folder`` holds the export of weights ``key`` with (at least) the graphs ``kinds``."""
+def _export_manifest(folder: Path, key: str, kinds) -> dict | None:
+    """The manifest of ``folder`` if it holds the export of weights ``key`` with (at least) the graphs ``kinds``."""
     try:
         recorded = json.loads((folder / MANIFEST).read_text())
-        return recorded.get("weights_sha256") == key and all(
+        complete = recorded.get("weights_sha256") == key and all(
             recorded.get("graphs", {}).get(k) == GRAPH_FILES[k] and (folder / GRAPH_FILES[k]).is_file() for k in kinds)
     except (OSError, json.JSONDecodeError, AttributeError):
-        return False
+        return None
+    return recorded if complete else None
 
 
 def _move_into_place(tmp: Path, out_dir: Path, manifest: dict) -> None:
@@ -328,7 +330,7 @@ def _move_into_place(tmp: Path, out_dir: Path, manifest: dict) -> None:
     finishes first wins, and the other keeps that folder and drops its own."""
     for _ in range(3):
         if out_dir.exists():
-            if _holds_export(out_dir, manifest["weights_sha256"], manifest["graphs"]):
+            if _export_manifest(out_dir, manifest["weights_sha256"], manifest["graphs"]) is not None:
                 return  # the same export, finished by another process
             shutil.rmtree(out_dir, ignore_errors=True)
         try:
@@ -357,8 +359,11 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
     key = weights_hash(model, precision, opset)
     folder = Path(cache_dir or default_cache_dir()) / f"{key[:24]}-{precision}"
     trained_crop = dict(trained_crop or {})
-    if _holds_export(folder, key, kinds):
-        _record_trained_crop(folder, trained_crop)
+    manifest = _export_manifest(folder, key, kinds)
+    if manifest is not None:
+        if manifest.get("trained_crop") != trained_crop:
+            manifest["trained_crop"] = trained_crop
+            replace_atomically(folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
         return folder
     if folder.exists():
         log.warning("cached ONNX export %s is incomplete, unreadable or lacks %s; exporting again", folder, list(kinds))
@@ -395,16 +400,6 @@ def cached_export(model: MixFormerV2, precision: str = "fp32", cache_dir: str | 
         export_model(model, folder, precision=precision, opset=opset, kinds=tuple(kinds), fp32_source=source,
                      trained_crop=trained_crop)
     return folder
-
-
-def _record_trained_crop(folder: Path, trained_crop: dict[str, float]) -> None:
-    manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest.get("trained_crop") == trained_crop:
-        return
-    manifest["trained_crop"] = trained_crop
-    tmp = folder / f".{MANIFEST}.{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, folder / MANIFEST)  # readers see the old manifest or the new one, never half of one
 
 
 def build_parser() -> argparse.ArgumentParser:

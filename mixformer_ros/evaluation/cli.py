@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
+from ..cli_types import positive
 from .bags import IMAGE_FORMATS, MAX_STAMP_NS, STORAGES, BagConfig, read_bag_info, sequence_to_bag, video_fps, video_to_bag
 from .datasets import FORMATS, load_dataset, load_sequence
 from .metrics import INVALID_RULES
@@ -70,7 +70,7 @@ def _add_tracker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size-update-rate", type=float, default=1.0,
                    help="fraction of the network's size change a box takes each frame, in (0, 1]; "
                         "1 = the official tracker (README, 'Size damping')")
-    g.add_argument("--threads", type=int, help="CPU threads for MixFormerV2")
+    g.add_argument("--threads", type=positive(int), help="CPU threads for MixFormerV2")
 
 
 def _make_tracker(args):
@@ -172,17 +172,6 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def _positive(kind):
-    """An argparse type: a finite number of ``kind`` above zero (argparse reports anything else, exit code 2)."""
-    def parse(text: str):
-        value = kind(text)
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its message
-    return parse
-
-
 def _stamp_seconds(text: str) -> float:
     """An argparse type: seconds since the epoch that a ROS stamp can hold (0 < t < 2^31)."""
     value = float(text)
@@ -259,9 +248,9 @@ def _add_replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-topic",
                    help="topic to publish frames on (default: <node namespace>/image, or "
                         "<node namespace>/image/compressed for a JPEG bag)")
-    p.add_argument("--rate", type=_positive(float), default=1.0, help="playback speed factor in realtime mode")
+    p.add_argument("--rate", type=positive(float), default=1.0, help="playback speed factor in realtime mode")
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag (for use_sim_time)")
-    p.add_argument("--timeout", type=_positive(float), default=10.0,
+    p.add_argument("--timeout", type=positive(float), default=10.0,
                    help="seconds to wait for the node, the init service and (lockstep) each result")
     p.add_argument("--image-topic", help="camera topic in the bag (default: the only one)")
     p.add_argument("--gt-topic", help="ground-truth topic in the bag (default: the only one)")
@@ -288,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracker_args(p)
     p.add_argument("--results", type=Path, required=True, help="results root folder")
     p.add_argument("--overwrite", action="store_true", help="rerun sequences that already have results")
-    p.add_argument("--frame-step", type=_positive(int), default=1, metavar="K",
+    p.add_argument("--frame-step", type=positive(int), default=1, metavar="K",
                    help="show the tracker only every K-th frame, as a node that falls behind its camera sees them; "
                         "the frames between keep the last box (default 1: every frame)")
     _add_invalid_arg(p)
@@ -318,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="sequence folder or video file")
     p.add_argument("out", type=Path, help="bag folder to create (must not exist)")
     p.add_argument("--format", default="auto", choices=FORMATS, help="sequence layout (default: detect)")
-    p.add_argument("--fps", type=_positive(float), default=None,
+    p.add_argument("--fps", type=positive(float), default=None,
                    help="frame rate of the header stamps (default: the video's own, or 30)")
     p.add_argument("--gt", type=Path,
                    help="video only: ground-truth file, one x,y,w,h (or 8-value polygon) line per frame")

@@ -12,12 +12,12 @@ gives bit-identical floats; reports can be recomputed from the files without rer
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..files import replace_atomically
 from .datasets import read_box_file
 
 
@@ -36,18 +36,10 @@ def _fmt(value: float) -> str:
     return "nan" if np.isnan(value) else repr(value)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary sibling and rename: an interrupted run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_column(path: Path, values) -> None:
     """One number per line."""
-    _write_text(path, "".join(_fmt(v) + "\n" for v in np.asarray(values, dtype=np.float64).ravel()))
+    text = "".join(_fmt(v) + "\n" for v in np.asarray(values, dtype=np.float64).ravel())
+    replace_atomically(path, lambda tmp: tmp.write_text(text))  # an interrupted run never leaves half a file
 
 
 def read_column(path: Path) -> np.ndarray:
@@ -59,7 +51,8 @@ def read_column(path: Path) -> np.ndarray:
 def write_boxes(path: Path, boxes) -> None:
     """``x,y,w,h`` per line, comma separated, as got10k and pysot write them."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    _write_text(path, "".join(",".join(_fmt(v) for v in row) + "\n" for row in boxes))
+    text = "".join(",".join(_fmt(v) for v in row) + "\n" for row in boxes)
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def read_boxes(path: Path) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import replace_atomically
 from .config import MixFormerV2Config
 from .network import MixFormerV2, build_mixformerv2
 
@@ -197,9 +198,5 @@ def save_checkpoint(path: str | os.PathLike, model: MixFormerV2, **extra) -> Non
     ``extra`` values must be plain data (numbers, strings, lists, dicts, tensors) so the file
     stays loadable with weights_only=True.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"net": model.state_dict(), "config": model.config.to_dict(), "format": CHECKPOINT_FORMAT, **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    replace_atomically(path, lambda tmp: torch.save(payload, tmp))  # never leave a half-written checkpoint behind

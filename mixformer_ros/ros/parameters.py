@@ -78,7 +78,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("preset", "lasot", "Tracker preset (search factor, template update interval)"),
     ParamSpec("search_factor", 0.0,
               "Search region size / target size; 0 = the checkpoint's training record, else the preset",
-              float_range=(0.0, 10.0)),
+              float_range=(0.0, 20.0)),  # the tracker's MAX_CROP_FACTOR (not imported: it would load torch)
     ParamSpec("update_interval", 0, "Frames between online-template updates; 0 = preset value", int_range=(0, 100000)),
     ParamSpec(
         "size_update_rate",

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from ..cli_types import positive
 from .config import ConfigError, load_config, parse_override
 from mixformer_ros.model import CheckpointError
 
@@ -38,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, or cuda")
         p.add_argument("--no-resume", action="store_true",
                        help="start from scratch even if output_dir holds a resumable checkpoint")
-        p.add_argument("--max-steps", type=int, default=None,
+        p.add_argument("--max-steps", type=positive(int), default=None,
                        help="stop after this many optimisation steps in total (the run stays resumable)")
-        p.add_argument("--threads", type=int, default=None,
+        p.add_argument("--threads", type=positive(int), default=None,
                        help="CPU threads for the training step (default: PyTorch's choice; 1 helps on a busy machine)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser

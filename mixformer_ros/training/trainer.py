@@ -369,6 +369,7 @@ class Trainer:
         bar = tqdm(total=end, initial=self.global_step, disable=not self.env.is_main, desc=self.cfg.stage,
                    dynamic_ncols=True)
         t0, running, count = time.time(), {}, 0
+        saved_step = self.global_step if self.global_step > 0 else None  # a resumed run's file holds this step
         try:
             # A run that is already at its end starts no data workers.
             batches = self._loader(self.global_step, end) if self.global_step < end else ()
@@ -390,11 +391,15 @@ class Trainer:
                     if (self.global_step % self.cfg.checkpoint_every == 0
                             or self.global_step % self.steps_per_epoch == 0 or self.global_step == end):
                         self.save_resumable()
+                        saved_step = self.global_step
                     if self._any_rank(bool(interrupted)):
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
-            log.warning("interrupted at step %d; saving a resumable checkpoint", self.global_step)
-            self.save_resumable()
+            if saved_step == self.global_step:
+                log.warning("interrupted at step %d, which %s holds", self.global_step, LAST_CHECKPOINT)
+            else:
+                log.warning("interrupted at step %d; saving a resumable checkpoint", self.global_step)
+                self.save_resumable()
             raise
         finally:
             bar.close()
