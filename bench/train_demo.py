@@ -9,14 +9,16 @@ one resumes):
   2. score    `score`   the score head alone, on positive/negative pairs
   3. shallow  `distill` deep-to-shallow: the 4-layer model -> a 2-layer student (layers 1 and 3
                         decay to 0, then are dropped)
+  4. student_score `score` the student's score head, fitted to its own features (distillation
+                        leaves it the teacher's)
 Then every model (untrained, 4-layer, 2-layer student) tracks held-out synthetic sequences and
 the 4 held-out real sequences through build_tracker + mixformer_ros.evaluation, and their network
 calls are timed side by side; the numbers and the learning curves are printed and saved as JSON.
 
-Usage: .venv/bin/python bench/train_demo.py [--stages train,score,shallow,eval] [--models ...]
+Usage: .venv/bin/python bench/train_demo.py [--stages train,score,shallow,student_score,eval] [--models ...]
                                               [--synthetic-sequences N] [--ship]
 The JSON keeps what an earlier run measured for the models, learning curves and wall times this run
-does not produce (e.g. re-running only the student: --stages shallow,eval --models student_2layer).
+does not produce (e.g. re-running only the student: --stages shallow,student_score,eval --models student_2layer).
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ RUNS = {"untrained": ("untrained", "lasot", 1, 1.0), "trained_4layer": ("score",
         "trained_4layer_every_3rd_frame": ("score", "lasot", 3, 1.0),
         "trained_4layer_size_rate_0.4": ("score", "lasot", 1, 0.4),
         "trained_4layer_demo_preset_size_rate_0.4": ("score", "demo", 1, 0.4),
-        "student_2layer": ("shallow", "lasot", 1, 1.0), "student_2layer_demo_preset": ("shallow", "demo", 1, 1.0)}
+        "student_2layer": ("student_score", "lasot", 1, 1.0),
+        "student_2layer_demo_preset": ("student_score", "demo", 1, 1.0)}
 
 
 def run_stage(stage: str, command: str, config: str, overrides: list[str], threads: int = 1) -> Path:
@@ -159,7 +162,7 @@ def evaluate(name: str, checkpoint: Path, datasets: dict[str, list], preset: str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default="train,score,shallow,eval")
+    parser.add_argument("--stages", default="train,score,shallow,student_score,eval")
     parser.add_argument("--json", default=str(REPO / "bench" / "results" / "train_demo.json"))
     parser.add_argument("--models", default=",".join(RUNS),
                         help=f"which models to evaluate, comma-separated (default all: {','.join(RUNS)})")
@@ -181,6 +184,7 @@ def main() -> int:
     trained = OUT / "train" / "model.pth.tar"
     scored = OUT / "score" / "model.pth.tar"
     student = OUT / "shallow" / "model.pth.tar"
+    student_scored = OUT / "student_score" / "model.pth.tar"
     if "train" in stages:
         # Two training threads with the data prepared in-process (the config's num_workers 0); the
         # short stages keep one thread and one data worker.
@@ -189,6 +193,8 @@ def main() -> int:
         run_stage("score", "score", "demo_score.yaml", [*data, f"model.init_checkpoint={trained}"])
     if "shallow" in stages:
         run_stage("shallow", "distill", "demo_shallow.yaml", [*data, f"teacher.checkpoint={scored}"])
+    if "student_score" in stages:
+        run_stage("student_score", "score", "demo_score.yaml", [*data, f"model.init_checkpoint={student}"])
     if "eval" not in stages:
         return 0
 
@@ -213,7 +219,7 @@ def main() -> int:
                                           "num_frames": HELD_OUT_SYNTHETIC_FRAMES, "seed": HELD_OUT_SYNTHETIC_SEED},
                    "torch_threads": 1})
     report.setdefault("models", {})
-    checkpoints = {"untrained": untrained, "score": scored, "shallow": student}
+    checkpoints = {"untrained": untrained, "score": scored, "student_score": student_scored}
     for name in wanted:
         stage, preset, frame_step, size_update_rate = RUNS[name]
         if checkpoints[stage].is_file():
@@ -222,7 +228,7 @@ def main() -> int:
         report["forward_ms"] = {"cpu": cpu_name(), "torch_threads": 1, **forward_ms_side_by_side(checkpoints)}
     else:  # times from different runs are not side by side: keep the earlier run's set whole
         print("not timing the networks: some checkpoints are missing (the JSON keeps the earlier timings)")
-    for stage in ("train", "score", "shallow"):
+    for stage in ("train", "score", "shallow", "student_score"):
         wall = OUT / stage / "wall_s.txt"
         if wall.is_file():
             report.setdefault("train_wall_s", {})[stage] = float(wall.read_text())

@@ -1,6 +1,7 @@
 """One optimisation step of every training stage runs and lowers its loss on a fixed batch."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,15 @@ def test_distill_deep_to_shallow_step_with_mimic_and_mlp_reduction(tmp_path):
     assert student.config.mlp_ratio == 1.0 and student.backbone.blocks[0].mlp.fc1.out_features == 32
     stats = trainer.train_step(_fixed_batch(trainer))
     assert {"kl", "feature", "elimination_rate"} <= set(stats)
+
+
+def test_a_finished_distillation_asks_for_the_score_stage(tmp_path, caplog):
+    teacher = _train_and_save(tmp_path, "teacher", **{"model.network.depth": 3})
+    cfg = tiny_config(tmp_path / "student", "distill", **{"teacher.checkpoint": teacher, "model.network.depth": 3,
+                                                           "distill": {"eliminate": [1]}})
+    with caplog.at_level(logging.WARNING):
+        final = Trainer(cfg, device="cpu", resume=False).run()
+    assert f"run the score stage on it (model.init_checkpoint={final})" in caplog.text
 
 
 def test_score_step_trains_only_the_score_head(tmp_path):

@@ -300,6 +300,11 @@ class Trainer:
             save_checkpoint(path, model, training=self.cfg.to_dict(), global_step=self.global_step,
                             skipped_frames=self.skipped_frames, **extra)
             log.info("saved %s", path)
+            if self.cfg.stage == "distill":
+                # Frozen while distilling, the head still reads features the student no longer
+                # computes: the 2-layer demo student's scores were at chance until re-fitted.
+                log.warning("%s keeps a score head that was not fitted to its own features: run the score stage "
+                            "on it (model.init_checkpoint=%s) before tracking with it", path, path)
         return path
 
     # ----- loop --------------------------------------------------------------------------------
