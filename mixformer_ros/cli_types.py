@@ -32,6 +32,11 @@ def non_negative(kind):
     return _number(kind, lambda v: v >= 0, f"{_noun(kind)} >= 0")
 
 
+def fraction():
+    """A float in (0, 1]: a share of something, where none at all means nothing would happen."""
+    return _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
+
+
 def within(kind, low, high):
     """A number of ``kind`` in [low, high]."""
     return _number(kind, lambda v: low <= v <= high, f"in [{low:g}, {high:g}]")

@@ -299,7 +299,7 @@ def test_cli_reports_bad_input_with_exit_code_1(tmp_path):
     assert proc.returncode == 1 and "--nano-backbone and --nano-head" in proc.stderr
     proc = _cli("run", "--tracker", "mixformer", "--variant", "S", "--size-update-rate", "0", "--data", SOT_DIR,
                 "--sequences", "Crossing", "--results", tmp_path, check=False)
-    assert proc.returncode == 1 and "size_update_rate must be in (0, 1]" in proc.stderr
+    assert proc.returncode == 2 and "--size-update-rate: must be in (0, 1], got 0" in proc.stderr
 
 
 def test_cli_runs_but_does_not_score_a_sequence_with_only_its_first_box(tmp_path):

@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..cli_types import positive
+from ..cli_types import fraction, positive
 from .bags import IMAGE_FORMATS, MAX_STAMP_NS, STORAGES, BagConfig, read_bag_info, sequence_to_bag, video_fps, video_to_bag
 from .datasets import FORMATS, load_dataset, load_sequence
 from .metrics import INVALID_RULES
@@ -67,7 +67,7 @@ def _add_tracker_args(p: argparse.ArgumentParser) -> None:
                    help="MixFormerV2 precision (fp16: CUDA, int8: onnxruntime on CPU)")
     g.add_argument("--onnx-model", type=Path, help="exported ONNX model for --backend onnxruntime")
     g.add_argument("--preset", default="lasot", help="MixFormerV2 tracker preset")
-    g.add_argument("--size-update-rate", type=float, default=1.0,
+    g.add_argument("--size-update-rate", type=fraction(), default=1.0,
                    help="fraction of the network's size change a box takes each frame, in (0, 1]; "
                         "1 = the official tracker (README, 'Size damping')")
     g.add_argument("--threads", type=positive(int), help="CPU threads for MixFormerV2")
